@@ -1,0 +1,211 @@
+"""Experiment configuration: typed sections, loaded from YAML, unknown keys rejected by name.
+
+One YAML file per experiment (``experiments/*.yaml``). Every key has a default here, so a config
+file only states what differs. Loading fails at once with a one-line ``ConfigError`` naming the
+offending key, e.g. ``unknown config key 'train.lerning_rate'``; the resolved config (all
+defaults filled in) is what gets saved with every checkpoint and logged to MLflow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message is one line."""
+
+
+@dataclass
+class DataConfig:
+    # An identity-folder root (``root/<identity>/*.jpg|png|pgm``) or ``tfds:<name>`` (e.g. ``tfds:lfw``).
+    source: str = ""
+    # Where aligned TFRecord shards, manifests and splits are cached.
+    cache_dir: str = ".facenet/cache"
+    align: bool = True  # False: images are already aligned crops (e.g. ORL); only resize.
+    min_images_per_identity: int = 2
+    max_identities: int = 0  # 0 = all; otherwise the first N identities in sorted order.
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    prepare_workers: int = 0  # Ray tasks in flight; 0 = number of CPUs.
+
+
+@dataclass
+class ModelConfig:
+    name: str = "nn4_small2"  # nn2 | nn4_small2 | tiny
+    embedding_dim: int = 128
+    input_size: int = 0  # 0 = the model's native size (nn2 224, nn4_small2 96, tiny 64).
+
+
+@dataclass
+class TrainConfig:
+    identities_per_batch: int = 16  # P
+    images_per_identity: int = 4  # K
+    epochs: int = 10
+    steps_per_epoch: int = 0  # 0 = (training images) / (P*K)
+    optimizer: str = "adagrad"  # adagrad (FaceNet paper) | adam
+    learning_rate: float = 0.05
+    loss: str = "semihard"  # semihard | hard
+    margin: float = 0.2
+    distance_metric: str = "squared-L2"  # L2 | squared-L2 | angular
+    augment: bool = True
+    seed: int = 0
+    out_dir: str = "runs"
+    run_name: str = ""  # "" = <config stem>-<timestamp>
+    init_from: str = ""  # checkpoint to warm-start from
+    target_val_accuracy: float = 0.0  # stop early once reached (0 = never)
+
+
+@dataclass
+class EvalConfig:
+    pairs_per_fold: int = 300  # matched and mismatched pairs per fold (LFW uses 300 + 300)
+    folds: int = 10
+    far_target: float = 1e-3
+    eval_batch_size: int = 128
+
+
+@dataclass
+class RayConfig:
+    address: str = ""  # "" = local Ray started in-process (or the cluster `ray job submit` runs on)
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+    max_failures: int = 2
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    experiment: str = "facenet"
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """``{"train.epochs": 10, ...}``: the form logged as MLflow params."""
+        return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+_CHOICES = {
+    "model.name": ("nn2", "nn4_small2", "tiny"),
+    "train.optimizer": ("adagrad", "adam"),
+    "train.loss": ("semihard", "hard"),
+    "train.distance_metric": ("L2", "squared-L2", "angular"),
+}
+
+
+def _coerce(key: str, value: Any, typ: type) -> Any:
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+    elif typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif typ is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif typ is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"config key '{key}' must be {typ.__name__}, got {value!r}")
+
+
+def from_dict(raw: dict[str, Any] | None) -> Config:
+    """Build a Config from nested dicts, rejecting unknown sections/keys and wrong types."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError("config must be a mapping of sections (data, model, train, eval, ray, mlflow)")
+    cfg = Config()
+    for section, values in raw.items():
+        if not hasattr(cfg, section) or section.startswith("_"):
+            raise ConfigError(f"unknown config section '{section}' (allowed: {', '.join(cfg.to_dict())})")
+        sec = getattr(cfg, section)
+        hints = get_type_hints(type(sec))
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section '{section}' must be a mapping, got {values!r}")
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(f"unknown config key '{section}.{key}'")
+            setattr(sec, key, _coerce(f"{section}.{key}", value, hints[key]))
+    for key, allowed in _CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got {value!r}")
+    _check_ranges(cfg)
+    return cfg
+
+
+def _check_ranges(cfg: Config) -> None:
+    positive = {
+        "train.identities_per_batch": cfg.train.identities_per_batch,
+        "train.images_per_identity": cfg.train.images_per_identity,
+        "train.epochs": cfg.train.epochs,
+        "train.learning_rate": cfg.train.learning_rate,
+        "model.embedding_dim": cfg.model.embedding_dim,
+        "ray.num_workers": cfg.ray.num_workers,
+        "eval.folds": cfg.eval.folds,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"config key '{key}' must be > 0, got {value!r}")
+    if cfg.train.images_per_identity < 2:
+        raise ConfigError("config key 'train.images_per_identity' must be >= 2 (a triplet needs a positive)")
+    if not 0 <= cfg.data.val_fraction + cfg.data.test_fraction < 1:
+        raise ConfigError("config keys 'data.val_fraction' + 'data.test_fraction' must be in [0, 1)")
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``train.epochs=3`` -> ("train", "epochs", 3); the value is parsed as YAML."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"override must look like section.key=value, got {text!r}")
+    dotted, value = text.split("=", 1)
+    section, key = dotted.split(".", 1)
+    return section, key, yaml.safe_load(value) if value else ""
+
+
+def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config file (or defaults when ``path`` is None) and apply ``section.key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections")
+    for text in overrides:
+        section, key, value = parse_override(text)
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"config section '{section}' must be a mapping")
+        raw[section][key] = value
+    return from_dict(raw)
+
+
+def fingerprint(obj: Any) -> str:
+    """A short stable hash of any JSON-able object (configs, file lists)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
