@@ -72,7 +72,7 @@ class EvalConfig:
 @dataclass
 class RayConfig:
     address: str = ""  # "" = local Ray started in-process (or the cluster `ray job submit` runs on)
-    num_workers: int = 1
+    num_workers: int = 1  # Ray Train workers; 0 = train in this process without Ray Train
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0
@@ -158,15 +158,17 @@ def _check_ranges(cfg: Config) -> None:
     positive = {
         "train.identities_per_batch": cfg.train.identities_per_batch,
         "train.images_per_identity": cfg.train.images_per_identity,
-        "train.epochs": cfg.train.epochs,
         "train.learning_rate": cfg.train.learning_rate,
         "model.embedding_dim": cfg.model.embedding_dim,
-        "ray.num_workers": cfg.ray.num_workers,
         "eval.folds": cfg.eval.folds,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config key '{key}' must be > 0, got {value!r}")
+    if cfg.train.epochs < 0:
+        raise ConfigError(f"config key 'train.epochs' must be >= 0 (0 = evaluate the initial weights), got {cfg.train.epochs}")
+    if cfg.ray.num_workers < 0:
+        raise ConfigError(f"config key 'ray.num_workers' must be >= 0 (0 = train in-process), got {cfg.ray.num_workers}")
     if cfg.train.images_per_identity < 2:
         raise ConfigError("config key 'train.images_per_identity' must be >= 2 (a triplet needs a positive)")
     if not 0 <= cfg.data.val_fraction + cfg.data.test_fraction < 1:

@@ -1,0 +1,161 @@
+"""Face detection (MTCNN) and 5-point similarity alignment to a canonical template.
+
+Every face the system sees — training crops, enrolment photos, identify queries — goes through
+``FaceAligner.align`` so that the model always sees the same geometry: the five MTCNN landmarks
+(eyes, nose, mouth corners) are mapped onto ``CANONICAL_LANDMARKS`` by the least-squares
+similarity transform (rotation + uniform scale + translation, Umeyama 1991), then the image is
+warped to ``size`` × ``size``.
+
+Image decoding is strict on purpose (``read_image``): a corrupt, truncated, non-image, tiny or
+decompression-bomb file raises ``ImageError`` with a one-line reason instead of producing garbage.
+"""
+from __future__ import annotations
+
+import io
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# ArcFace/InsightFace's template for a 112×112 crop (x, y), in MTCNN's landmark order:
+# image-left eye, image-right eye, nose, image-left mouth corner, image-right mouth corner.
+# It is scaled to the requested size, so every model sees the same face framing.
+CANONICAL_LANDMARKS = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+) / 112.0
+LANDMARK_KEYS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".webp")
+MAX_PIXELS = 40_000_000  # ~ a 7700×5200 photo; above this decoding alone costs seconds and GBs.
+MIN_SIDE = 24  # MTCNN's smallest detectable face is ~20 px.
+MIN_CONFIDENCE = 0.90
+# A second face counts as "another person in the photo" only when it is at least this fraction of
+# the largest face's area: tiny background faces in crowds should not reject a portrait.
+SECOND_FACE_AREA_RATIO = 0.25
+
+
+class ImageError(ValueError):
+    """The file is not a usable image; the message is one line, without the path."""
+
+
+def read_image(source: str | os.PathLike | bytes) -> np.ndarray:
+    """Decode a file path or encoded bytes into an RGB uint8 array (H, W, 3), EXIF-rotated."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    except IsADirectoryError:
+        raise ImageError("is a directory, not an image") from None
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except OSError as exc:
+        raise ImageError(f"unreadable: {exc.strerror or exc}") from None
+    if not data:
+        raise ImageError("empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageError(f"image too large: {img.width}x{img.height} pixels (limit {MAX_PIXELS:,})")
+            img.load()  # forces a full decode: truncated/corrupt data fails here, not later
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            array = np.asarray(img, dtype=np.uint8)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image (unrecognised format)") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"image too large (more than {MAX_PIXELS:,} pixels)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"corrupt image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if min(array.shape[:2]) < MIN_SIDE:
+        raise ImageError(f"image too small: {array.shape[1]}x{array.shape[0]} pixels (minimum side {MIN_SIDE})")
+    return array
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2×3 matrix of the similarity transform minimising ||T(src) - dst||² (Umeyama 1991)."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    cov = dst_c.T @ src_c / len(src)
+    u, s, vt = np.linalg.svd(cov)
+    d = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:  # a reflection is not a similarity
+        d[1, 1] = -1
+    rotation = u @ d @ vt
+    scale = np.trace(np.diag(s) @ d) / src_c.var(0).sum()
+    translation = dst_mean - scale * rotation @ src_mean
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+def warp_to_template(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Warp ``image`` so that ``landmarks`` (5×2, x/y) land on the canonical template at ``size``."""
+    import cv2
+
+    matrix = similarity_transform(landmarks, CANONICAL_LANDMARKS * size)
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize: for datasets that are already tightly cropped faces."""
+    import cv2
+
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return cv2.resize(image[top:top + side, left:left + side], (size, size), interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class AlignResult:
+    status: str  # "ok" | "no_face" | "several_faces" (the largest face is still aligned)
+    crop: np.ndarray | None  # (size, size, 3) uint8, None when no face
+    faces: int  # faces found above MIN_CONFIDENCE
+    box: tuple[int, int, int, int] | None = None  # x, y, w, h of the face kept
+    confidence: float = 0.0
+
+
+class FaceAligner:
+    """MTCNN detector + template alignment. The detector loads lazily, once per process."""
+
+    _lock = threading.Lock()
+    _detector = None
+
+    def __init__(self, size: int, min_confidence: float = MIN_CONFIDENCE):
+        self.size = size
+        self.min_confidence = min_confidence
+
+    @classmethod
+    def detector(cls):
+        with cls._lock:
+            if cls._detector is None:
+                import trainer  # noqa: F401  (tf-keras before TensorFlow)
+                from mtcnn import MTCNN
+
+                cls._detector = MTCNN(device="CPU:0")
+            return cls._detector
+
+    def align(self, image: np.ndarray) -> AlignResult:
+        faces = [f for f in self.detector().detect_faces(image) if f["confidence"] >= self.min_confidence]
+        if not faces:
+            return AlignResult("no_face", None, 0)
+        faces.sort(key=lambda f: f["box"][2] * f["box"][3], reverse=True)
+        largest = faces[0]
+        area = largest["box"][2] * largest["box"][3]
+        rivals = [f for f in faces[1:] if f["box"][2] * f["box"][3] >= SECOND_FACE_AREA_RATIO * area]
+        landmarks = np.array([largest["keypoints"][k] for k in LANDMARK_KEYS], dtype=np.float64)
+        crop = warp_to_template(image, landmarks, self.size)
+        return AlignResult(
+            "several_faces" if rivals else "ok",
+            crop,
+            1 + len(rivals),
+            tuple(int(v) for v in largest["box"]),
+            float(largest["confidence"]),
+        )

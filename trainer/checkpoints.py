@@ -1,0 +1,94 @@
+"""Run directories and checkpoints.
+
+A run directory holds everything needed to resume, evaluate or serve it::
+
+    runs/<run>/config.yaml          the resolved config (every default filled in)
+    runs/<run>/plan.json            data manifest, identity split, shard lists, labels
+    runs/<run>/checkpoints/epoch-0003/
+        weights.*                   tf.train.Checkpoint of model + optimizer
+        state.json                  epoch, compute counters so far, validation metrics
+        config.yaml                 the resolved config again, so a checkpoint stands alone
+    runs/<run>/model/               final Keras SavedModel (L2-normalised embeddings)
+    runs/<run>/results.json         final metrics and compute counters
+
+Under MultiWorkerMirroredStrategy every worker must take part in a save (the variables are
+collective); only the chief writes to the run directory, the others to a scratch directory.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from trainer import config as config_lib
+
+
+def checkpoint_dir(run_dir: str | Path, epoch: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"epoch-{epoch:04d}"
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    done = sorted(p.parent for p in (Path(run_dir) / "checkpoints").glob("epoch-*/state.json"))
+    return done[-1] if done else None
+
+
+def save(directory: Path, model, optimizer, state: dict, cfg_dict: dict, is_chief: bool = True) -> Path:
+    """Write weights + state + config; atomic for the chief (written aside, then renamed)."""
+    import tensorflow as tf
+
+    target = directory if is_chief else Path(tempfile.mkdtemp(prefix="ckpt-worker-"))
+    scratch = target.with_name(target.name + ".partial") if is_chief else target
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True, exist_ok=True)
+    tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(scratch / "weights"))
+    if not is_chief:
+        shutil.rmtree(scratch, ignore_errors=True)
+        return directory
+    (scratch / "state.json").write_text(json.dumps(state, indent=1))
+    (scratch / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
+    shutil.rmtree(target, ignore_errors=True)
+    scratch.rename(target)
+    return target
+
+
+def restore(directory: str | Path, model, optimizer=None) -> dict:
+    """Load weights (and optimizer slots when given) from a checkpoint dir; return its state."""
+    import tensorflow as tf
+
+    directory = Path(directory)
+    if not (directory / "weights.index").exists():
+        raise FileNotFoundError(f"no checkpoint at {directory} (expected weights.index)")
+    objects = {"model": model} if optimizer is None else {"model": model, "optimizer": optimizer}
+    status = tf.train.Checkpoint(**objects).read(str(directory / "weights"))
+    status.expect_partial()  # warm starts read model weights only; optimizer slots are then unused
+    state_file = directory / "state.json"
+    return json.loads(state_file.read_text()) if state_file.exists() else {}
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint dir, or a run dir (its latest checkpoint)."""
+    path = Path(path)
+    if (path / "weights.index").exists():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise FileNotFoundError(f"no checkpoint found in {path}")
+    return latest
+
+
+def load_run(run_dir: str | Path):
+    """(model with the run's latest weights, its Config, its plan) for evaluation or export."""
+    from trainer.models import build_model
+
+    run_dir = Path(run_dir)
+    plan_file = run_dir / "plan.json"
+    if not plan_file.exists():
+        raise FileNotFoundError(f"not a run directory (no plan.json): {run_dir}")
+    plan = json.loads(plan_file.read_text())
+    cfg = config_lib.from_dict(plan["config"])
+    model = build_model(cfg.model.name, cfg.model.embedding_dim, plan["image_size"])
+    restore(resolve_checkpoint(run_dir), model)
+    return model, cfg, plan

@@ -1,0 +1,109 @@
+"""Evaluate an embedding model on a split of identities: LFW-protocol verification + one-shot rank-1.
+
+    python -m trainer.evaluate RUN_DIR [--split test]
+
+Verification pairs are generated for the split exactly like LFW's ``pairs.txt`` (10 folds,
+matched and mismatched pairs, identities disjoint across folds) and written next to the results,
+so the figures can be recomputed from the file. Identification is one-shot: each identity's first
+photo is the gallery, its other photos are probes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import trainer  # noqa: F401  (tf-keras before TensorFlow)
+from trainer.evaluation import identification, lfw_protocol, pairs as pairs_lib
+
+
+def embed(model, dataset) -> tuple[np.ndarray, list[str], list[str]]:
+    """Embeddings, identity names and source paths for every record of an ``ordered_images`` dataset."""
+    embeddings, identities, sources = [], [], []
+    for batch in dataset:
+        embeddings.append(model(batch["image"], training=False).numpy())
+        identities += [s.decode() for s in batch["identity"].numpy()]
+        sources += [s.decode() for s in batch["source"].numpy()]
+    dim = model.output_shape[-1]
+    return (np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32)), identities, sources
+
+
+def verification(embeddings, identities, sources, folds=10, pairs_per_fold=300, far_target=1e-3, seed=0,
+                 pairs_path: str | Path | None = None):
+    """LFW-protocol metrics ``{name: value}`` plus the pair distances and same/different flags."""
+    by_identity: dict[str, list[str]] = {}
+    for name, source in zip(identities, sources):
+        by_identity.setdefault(name, []).append(source)
+    pairs = pairs_lib.make_pairs(by_identity, folds=folds, pairs_per_fold=pairs_per_fold, seed=seed)
+    if not pairs:
+        raise ValueError("too few identities/images to form verification pairs")
+    if pairs_path:
+        lfw_protocol.write_pairs(pairs_path, pairs, folds, len(pairs) // (2 * folds))
+    row = {source: i for i, source in enumerate(sources)}
+    left, right = zip(*[(row[a], row[b]) for a, b in pairs_lib.resolve_pair_paths(pairs, by_identity)])
+    dist = np.linalg.norm(embeddings[list(left)] - embeddings[list(right)], axis=1)
+    same = np.array([p.same for p in pairs])
+    fold_ids = np.array([p.fold for p in pairs])
+    metrics = dict(lfw_protocol.evaluate_pairs(dist, same, fold_ids, far_target))
+    metrics["pairs"] = float(len(pairs))
+    return metrics, dist, same
+
+
+def one_shot_identification(embeddings, identities, threshold: float) -> dict[str, float]:
+    """Rank-1 and open-set figures with the first photo of each identity as its only gallery entry."""
+    first: dict[str, int] = {}
+    for i, name in enumerate(identities):
+        first.setdefault(name, i)
+    gallery = sorted(first.values())
+    probes = [i for i in range(len(identities)) if i not in set(gallery)]
+    if not probes:
+        return {}
+    labels = np.array(identities)
+    return dict(identification.evaluate_identification(
+        embeddings[gallery], labels[gallery], embeddings[probes], labels[probes], threshold))
+
+
+def evaluate_split(model, dataset, eval_cfg, seed: int = 0, out_dir: str | Path | None = None, plots: bool = False):
+    """Verification (+ one-shot identification) report for a split; PNG plots when ``plots``."""
+    embeddings, identities, sources = embed(model, dataset)
+    out = Path(out_dir) if out_dir else None
+    metrics, dist, same = verification(embeddings, identities, sources, eval_cfg.folds, eval_cfg.pairs_per_fold,
+                                       eval_cfg.far_target, seed, out / "pairs.txt" if out else None)
+    metrics.update({f"oneshot_{k}": v for k, v in
+                    one_shot_identification(embeddings, identities, metrics["best_threshold"]).items()})
+    if plots and out:
+        from trainer.evaluation import plots as plot_lib
+
+        fpr, tpr, _ = lfw_protocol.roc(dist, same)
+        plot_lib.plot_roc(fpr, tpr, out / "roc.png", label=f"AUC {metrics['auc']:.3f}")
+        plot_lib.plot_distance_histogram(dist, same, out / "distances.png", threshold=metrics["best_threshold"])
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trainer import checkpoints, pipeline
+
+    parser = argparse.ArgumentParser(description="Evaluate a trained run on one of its identity splits.")
+    parser.add_argument("run_dir")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    args = parser.parse_args(argv)
+    try:
+        model, cfg, plan = checkpoints.load_run(args.run_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    dataset = pipeline.ordered_images(plan["shards"][args.split], plan["image_size"], cfg.eval.eval_batch_size)
+    out = Path(args.run_dir) / f"eval-{args.split}"
+    out.mkdir(exist_ok=True)
+    metrics = evaluate_split(model, dataset, cfg.eval, out_dir=out, plots=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    for name, value in metrics.items():
+        print(f"{name:28s} {value:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

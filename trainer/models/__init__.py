@@ -1,0 +1,26 @@
+"""Embedding models: pixels in [0, 255] -> L2-normalised float32 embeddings.
+
+``build_model(config.model.name, config.model.embedding_dim, config.model.input_size)`` is the one
+entry point the trainer, enrolment and export use.
+"""
+from __future__ import annotations
+
+import tf_keras as keras
+
+from trainer.models.nn2 import build_nn2
+from trainer.models.nn4_small2 import build_nn4_small2
+from trainer.models.tiny import build_tiny
+
+NATIVE_INPUT_SIZE = {"nn2": 224, "nn4_small2": 96, "tiny": 64}
+
+_BUILDERS = {"nn2": build_nn2, "nn4_small2": build_nn4_small2, "tiny": build_tiny}
+
+
+def build_model(name: str, embedding_dim: int = 128, input_size: int = 0) -> keras.Model:
+    """Build model ``name`` at ``input_size`` (0 = its native size, see NATIVE_INPUT_SIZE)."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(sorted(_BUILDERS))}")
+    return _BUILDERS[name](embedding_dim=embedding_dim, input_size=input_size or NATIVE_INPUT_SIZE[name])
+
+
+__all__ = ["NATIVE_INPUT_SIZE", "build_model", "build_nn2", "build_nn4_small2", "build_tiny"]

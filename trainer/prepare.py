@@ -1,0 +1,254 @@
+"""Detect + align a whole dataset once, in parallel on Ray, into per-identity TFRecord shards.
+
+    python -m trainer.prepare --config experiments/celeba_nn4.yaml
+    python -m trainer.prepare --source ../shared/data/celeba299 --size 96
+
+The source is an identity-folder root (``root/<identity>/*.jpg|png|pgm``) or ``tfds:<name>``
+(exported once to an identity folder under the cache). One Ray task per identity detects (MTCNN),
+aligns and JPEG-encodes every photo, writing ``<identity>-<fingerprint>.tfrecord``. The
+fingerprint covers the identity's file names, sizes and mtimes plus the alignment settings, so a
+re-run reuses every shard whose inputs did not change and only redoes changed identities. One shard
+per identity is also what makes P×K batching a plain ``tf.data`` interleave (see pipeline.py).
+
+``manifest.json`` records every shard and the counts: images read, faces aligned, no face,
+several faces (largest kept), unreadable, non-image files and empty identity folders.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import trainer  # noqa: F401  (tf-keras before TensorFlow)
+from trainer.align import IMAGE_EXTENSIONS, FaceAligner, ImageError, read_image, resize_square
+from trainer.config import ConfigError, fingerprint
+
+ALIGN_VERSION = 1  # bump when alignment output changes, to invalidate caches
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used at all (missing path, no identities); one-line message."""
+
+
+def list_identity_folder(root: str | Path) -> tuple[dict[str, list[Path]], Counter]:
+    """``{identity: [image paths]}`` for ``root/<identity>/*``, plus counts of what was skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset path not found or not a directory: {root}")
+    counts: Counter = Counter()
+    identities: dict[str, list[Path]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        counts["non_image_files"] += len(files) - len(images)
+        if not images:
+            counts["empty_identities"] += 1
+            continue
+        identities[folder.name] = images
+    if not identities:
+        raise DatasetError(f"no identity folders with images under {root} (expected {root}/<identity>/*.jpg)")
+    return identities, counts
+
+
+def export_tfds(name: str, cache_dir: Path, data_dir: str | None = None) -> Path:
+    """Write a tfds dataset with (image, label) features to ``cache/tfds/<name>/<label>/<n>.png`` once."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    out = cache_dir / "tfds" / re.sub(r"[^\w.-]", "_", name)
+    if (out / ".complete").exists():
+        return out
+    builder = tfds.builder(name, data_dir=data_dir)
+    builder.download_and_prepare()  # the real download, for users with network access
+    features = builder.info.features
+    label_key = next((k for k in ("label", "identity", "person") if k in features), None)
+    if "image" not in features or label_key is None:
+        raise DatasetError(f"tfds dataset {name!r} has no 'image' + 'label' features: {list(features)}")
+    label_names = getattr(features[label_key], "names", None)
+    out.mkdir(parents=True, exist_ok=True)
+    counters: Counter = Counter()
+    for split in builder.info.splits:
+        for example in tfds.as_numpy(builder.as_dataset(split=split)):
+            label = example[label_key]
+            label = label_names[label] if label_names else (label.decode() if isinstance(label, bytes) else str(label))
+            folder = out / _slug(label)
+            folder.mkdir(exist_ok=True)
+            counters[label] += 1
+            (folder / f"{counters[label]:05d}.png").write_bytes(tf.io.encode_png(example["image"]).numpy())
+    (out / ".complete").write_text(json.dumps(dict(counters)))
+    return out
+
+
+def _slug(name: str) -> str:
+    """A file-system-safe, collision-free name for an identity (unicode names are kept readable)."""
+    safe = re.sub(r"[^\w.-]", "_", name)[:60] or "_"
+    return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def _identity_fingerprint(files: list[Path], size: int, align: bool) -> str:
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return fingerprint({"files": stats, "size": size, "align": align, "v": ALIGN_VERSION})
+
+
+def align_identity(identity: str, files: list[str], shard: str, size: int, align: bool) -> dict:
+    """Align one identity's photos into ``shard`` (written atomically); return its summary."""
+    import cv2
+    import tensorflow as tf
+
+    aligner = FaceAligner(size)
+    images = []
+    tmp = shard + ".tmp"
+    with tf.io.TFRecordWriter(tmp) as writer:
+        for path in files:
+            entry = {"source": path, "status": "ok"}
+            try:
+                rgb = read_image(path)
+                if align:
+                    result = aligner.align(rgb)
+                    entry["status"] = result.status
+                    crop = result.crop
+                else:
+                    crop = resize_square(rgb, size)
+            except ImageError as exc:
+                entry.update(status="unreadable", reason=str(exc))
+                crop = None
+            if crop is not None:
+                ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+                writer.write(_example(jpeg.tobytes(), identity, path))
+            images.append(entry)
+    Path(tmp).rename(shard)
+    summary = {"identity": identity, "shard": Path(shard).name,
+               "aligned": sum(e["status"] in ("ok", "several_faces") for e in images), "images": images}
+    Path(shard + ".json").write_text(json.dumps(summary))
+    return summary
+
+
+def _example(jpeg: bytes, identity: str, source: str):
+    import tensorflow as tf
+
+    feature = {
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
+        "identity": tf.train.Feature(bytes_list=tf.train.BytesList(value=[identity.encode()])),
+        "source": tf.train.Feature(bytes_list=tf.train.BytesList(value=[source.encode()])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def prepare(source: str, cache_dir: str | Path, size: int, align: bool = True,
+            max_identities: int = 0, workers: int = 0, ray_address: str = "", progress: bool = True) -> dict:
+    """Align ``source`` at ``size`` px (cached); return the manifest (also written to disk)."""
+    from trainer.ray_setup import ensure_ray
+
+    cache_dir = Path(cache_dir).expanduser().resolve()  # Ray workers run from other directories
+    root = export_tfds(source[5:], cache_dir) if source.startswith("tfds:") else Path(source).expanduser()
+    identities, counts = list_identity_folder(root)
+    if max_identities:
+        identities = dict(list(identities.items())[:max_identities])
+    out = cache_dir / f"{_slug(root.resolve().name)}-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:6]}" \
+        / f"aligned-{size}{'' if align else '-resized'}"
+    out.mkdir(parents=True, exist_ok=True)
+
+    summaries, todo = {}, []
+    for identity, files in identities.items():
+        shard = out / f"{_slug(identity)}-{_identity_fingerprint(files, size, align)[:10]}.tfrecord"
+        cached = Path(str(shard) + ".json")
+        if shard.exists() and cached.exists():
+            summaries[identity] = json.loads(cached.read_text())
+        else:
+            todo.append((identity, [str(p) for p in files], str(shard)))
+
+    if todo:
+        import ray
+
+        ensure_ray(ray_address)
+        task = ray.remote(num_cpus=1)(align_identity)
+        limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        pending, started = [], time.time()
+        bar = _progress(len(todo), progress)
+        for args in todo:
+            if len(pending) >= limit * 2:  # bounded in-flight work: big datasets must not flood the object store
+                done, pending = ray.wait(pending, num_returns=1)
+                _collect(ray.get(done), summaries, bar)
+            pending.append(task.remote(*args, size, align))
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            _collect(ray.get(done), summaries, bar)
+        bar.close()
+        counts["seconds_aligning"] = round(time.time() - started, 1)
+
+    _remove_stale_shards(out, {s["shard"] for s in summaries.values()})
+    statuses = Counter(e["status"] for s in summaries.values() for e in s["images"])
+    counts.update(images_read=sum(statuses.values()), faces_aligned=statuses["ok"] + statuses["several_faces"],
+                  no_face=statuses["no_face"], several_faces=statuses["several_faces"],
+                  unreadable=statuses["unreadable"], identities=len(summaries),
+                  identities_reused=len(summaries) - len(todo))
+    manifest = {
+        "source": source, "root": str(root), "size": size, "align": align, "align_version": ALIGN_VERSION,
+        "fingerprint": fingerprint(sorted(s["shard"] for s in summaries.values())),
+        "counts": dict(counts), "dir": str(out),
+        "identities": {k: {"shard": s["shard"], "aligned": s["aligned"]} for k, s in sorted(summaries.items())},
+        "rejected": [e for s in summaries.values() for e in s["images"] if e["status"] in ("no_face", "unreadable")],
+    }
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.rename(out / "manifest.json")
+    return manifest
+
+
+def _collect(results, summaries, bar):
+    for summary in results:
+        summaries[summary["identity"]] = summary
+        bar.update(1)
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="aligning identities", unit="id", disable=not enabled, file=sys.stderr)
+
+
+def _remove_stale_shards(out: Path, keep: set[str]) -> None:
+    for path in out.glob("*.tfrecord"):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+            Path(str(path) + ".json").unlink(missing_ok=True)
+
+
+def format_counts(counts: dict) -> str:
+    keys = ("identities", "images_read", "faces_aligned", "no_face", "several_faces", "unreadable",
+            "non_image_files", "empty_identities", "identities_reused")
+    return ", ".join(f"{k}={counts.get(k, 0)}" for k in keys)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trainer import config as config_lib
+    from trainer.models import NATIVE_INPUT_SIZE
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="experiment YAML (its data and model sections are used)")
+    parser.add_argument("--source", help="identity-folder root or tfds:<name> (overrides data.source)")
+    parser.add_argument("--size", type=int, help="crop size in px (default: the model's input size)")
+    parser.add_argument("--cache-dir", help="overrides data.cache_dir")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_lib.load(args.config)
+        source = args.source or cfg.data.source
+        if not source:
+            raise ConfigError("no dataset given: pass --source DIR (an identity-folder root) or set data.source")
+        size = args.size or cfg.model.input_size or NATIVE_INPUT_SIZE[cfg.model.name]
+        manifest = prepare(source, args.cache_dir or cfg.data.cache_dir, size, cfg.data.align,
+                           cfg.data.max_identities, cfg.data.prepare_workers, cfg.ray.address)
+    except (ConfigError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"prepared {manifest['dir']}: {format_counts(manifest['counts'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""Train a FaceNet embedding with triplet loss on identity-balanced P×K batches, on Ray.
+
+    python -m trainer.train --config experiments/celeba_nn4.yaml
+    python -m trainer.train --config experiments/smoke.yaml --set train.epochs=1
+    python -m trainer.train --resume runs/celeba_nn4-20261123-1700 --set train.epochs=20
+    python -m trainer.train --config experiments/celeba_nn4.yaml --init-from runs/<run>/checkpoints/epoch-0011
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
+        python -m trainer.train --config experiments/celeba_nn4.yaml
+
+The driver (``main``) prepares the data (detect + align on Ray tasks, cached), splits identities,
+writes the run directory and opens the MLflow run; then ``train_worker`` runs in every Ray Train
+worker (``ray.num_workers`` of them, MultiWorkerMirroredStrategy across them), or in-process when
+``ray.num_workers`` is 0. Triplets are mined over the *global* batch: each replica embeds its
+share of the P×K batch, the embeddings and labels are all-gathered, and every replica computes the
+same loss over all of them, as FaceNet mines within its ~1,800-face batches.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from trainer import checkpoints, config as config_lib
+from trainer.compute import ComputeCounters, epoch_counters
+from trainer.config import Config, ConfigError
+from trainer.prepare import DatasetError
+
+
+# ----------------------------------------------------------------------------- driver: plan a run
+def plan_run(cfg: Config, config_path: str | None, progress: bool = True) -> dict:
+    """Prepare data, split identities and create the run directory; return the JSON-able plan."""
+    from trainer.models import NATIVE_INPUT_SIZE
+    from trainer.prepare import prepare
+    from trainer.splits import shard_paths, split_identities
+
+    if not cfg.data.source:
+        raise ConfigError("no dataset given: set data.source to an identity-folder root or tfds:<name>")
+    size = cfg.model.input_size or NATIVE_INPUT_SIZE[cfg.model.name]
+    manifest = prepare(cfg.data.source, cfg.data.cache_dir, size, cfg.data.align, cfg.data.max_identities,
+                       cfg.data.prepare_workers, cfg.ray.address, progress)
+    aligned = {name: entry["aligned"] for name, entry in manifest["identities"].items()}
+    split = split_identities(aligned, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed,
+                             cfg.data.min_images_per_identity)
+    if len(split.train) < cfg.train.identities_per_batch:
+        raise DatasetError(f"the training split has {len(split.train)} usable identities, fewer than "
+                           f"train.identities_per_batch={cfg.train.identities_per_batch}")
+    name = cfg.train.run_name or f"{Path(config_path).stem if config_path else 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = (Path(cfg.train.out_dir) / name).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan = {
+        "config": cfg.to_dict(), "run_dir": str(run_dir), "run_name": name, "image_size": size,
+        "manifest": str(Path(manifest["dir"]) / "manifest.json"), "data_fingerprint": manifest["fingerprint"],
+        "data_counts": manifest["counts"], "split": split.to_dict(),
+        "shards": {part: shard_paths(manifest, getattr(split, part)) for part in ("train", "val", "test")},
+        "train_images": sum(aligned[n] for n in split.train),
+    }
+    cfg.save(run_dir / "config.yaml")
+    (run_dir / "plan.json").write_text(json.dumps(plan, indent=1))
+    return plan
+
+
+# ---------------------------------------------------------------------- worker: the training loop
+def train_worker(plan: dict) -> dict:
+    """Train on one worker; identical in-process and inside a Ray Train worker."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from trainer import pipeline
+    from trainer.evaluate import evaluate_split
+    from trainer.flops import forward_flops
+    from trainer.losses import TripletHardLoss, TripletSemiHardLoss, active_triplet_fraction
+    from trainer.models import build_model
+
+    cfg = config_lib.from_dict(plan["config"])
+    t, run_dir, size = cfg.train, Path(plan["run_dir"]), plan["image_size"]
+    rank, world, in_ray = 0, 1, plan.get("in_ray", False)
+    if in_ray:
+        import ray.train
+
+        rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.get_strategy()
+    is_chief = rank == 0
+    keras.utils.set_random_seed(t.seed + rank)
+    replicas = strategy.num_replicas_in_sync
+    if t.identities_per_batch % replicas:
+        raise ConfigError(f"train.identities_per_batch={t.identities_per_batch} must be divisible by the "
+                          f"{replicas} replicas")
+
+    with strategy.scope():
+        model = build_model(cfg.model.name, cfg.model.embedding_dim, size)
+        optimizer = (keras.optimizers.Adagrad(t.learning_rate) if t.optimizer == "adagrad"
+                     else keras.optimizers.Adam(t.learning_rate))
+        optimizer.build(model.trainable_variables)
+    loss_class = TripletSemiHardLoss if t.loss == "semihard" else TripletHardLoss
+    loss_fn = loss_class(margin=t.margin, distance_metric=t.distance_metric)
+
+    # Where to start from: a Ray restart after a failure > --resume > --init-from (weights only).
+    state, start_epoch, counters = {}, 0, ComputeCounters()
+    ray_checkpoint = ray.train.get_checkpoint() if in_ray else None
+    if ray_checkpoint is not None:
+        with ray_checkpoint.as_directory() as directory:
+            state = checkpoints.restore(directory, model, optimizer)
+    elif plan.get("resume_from"):
+        state = checkpoints.restore(plan["resume_from"], model, optimizer)
+    elif plan.get("init_from"):
+        checkpoints.restore(plan["init_from"], model)
+    if state:
+        start_epoch, counters = state["epoch"] + 1, ComputeCounters.from_dict(state["compute"])
+
+    train_shards, labels = plan["shards"]["train"], list(range(len(plan["shards"]["train"])))
+
+    def dataset_fn(ctx: tf.distribute.InputContext):
+        # Each input pipeline draws from its own identities: P/replicas identities × K images.
+        i, n = ctx.input_pipeline_id, ctx.num_input_pipelines
+        return pipeline.pk_batches(train_shards[i::n], labels[i::n], t.identities_per_batch // replicas,
+                                   t.images_per_identity, size, t.augment, seed=t.seed + i)
+
+    batches = iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+    @tf.function
+    def train_step(images, labels):
+        def replica_step(images, labels):
+            context = tf.distribute.get_replica_context()
+            with tf.GradientTape() as tape:
+                embeddings = model(images, training=True)
+                all_embeddings = context.all_gather(embeddings, axis=0)
+                all_labels = context.all_gather(labels, axis=0)
+                loss = loss_fn(all_labels, all_embeddings)
+                # Every replica computes the loss of the whole global batch and the optimizer sums
+                # the replicas' gradients, so each contributes 1/replicas of it.
+                scaled_loss = loss / tf.cast(context.num_replicas_in_sync, loss.dtype)
+            gradients = tape.gradient(scaled_loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            active = active_triplet_fraction(all_labels, all_embeddings, t.margin, t.distance_metric)
+            return loss, active
+
+        loss, active = strategy.run(replica_step, args=(images, labels))
+        return (strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.MEAN, active, axis=None))
+
+    batch_size = t.identities_per_batch * t.images_per_identity
+    steps = t.steps_per_epoch or max(1, plan["train_images"] // batch_size)
+    flops_per_image = forward_flops(model, size)
+    gpus = world if cfg.ray.use_gpu else 0
+    tracker = _chief_tracker(plan, cfg) if is_chief else None
+    val_data = pipeline.ordered_images(plan["shards"]["val"], size, cfg.eval.eval_batch_size) \
+        if plan["shards"]["val"] else None
+    metrics: dict = dict(state.get("metrics", {}))
+
+    for epoch in range(start_epoch, t.epochs):
+        bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "active"], verbose=1 if is_chief else 0)
+        started, loss_sum, active_sum = time.time(), 0.0, 0.0
+        for step in range(steps):
+            images, labels_batch = next(batches)
+            loss, active = train_step(images, labels_batch)
+            loss_sum, active_sum = loss_sum + float(loss), active_sum + float(active)
+            bar.update(step + 1, [("loss", loss_sum / (step + 1)), ("active", active_sum / (step + 1))])
+        epoch_compute = epoch_counters(steps, batch_size, time.time() - started, flops_per_image, world, gpus)
+        counters.add(epoch_compute)
+        metrics = {"epoch": epoch, "loss": loss_sum / steps, "active_triplet_fraction": active_sum / steps,
+                   **epoch_compute.as_metrics("compute/epoch_"), **counters.as_metrics("compute/total_")}
+        if val_data is not None:
+            metrics.update({f"val_{k}": v for k, v in evaluate_split(model, val_data, cfg.eval).items()})
+        if is_chief:
+            print(f"epoch {epoch + 1}/{t.epochs}: " + ", ".join(
+                f"{k}={metrics[k]:.4g}" for k in ("loss", "active_triplet_fraction", "val_accuracy", "val_val", "val_auc")
+                if k in metrics), flush=True)
+        ckpt = checkpoints.save(checkpoints.checkpoint_dir(run_dir, epoch), model, optimizer,
+                                {"epoch": epoch, "compute": counters.as_dict(), "metrics": metrics},
+                                plan["config"], is_chief)
+        if tracker:
+            tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+        if in_ray:
+            from ray.train import Checkpoint
+
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(ckpt)) if is_chief else None)
+        if t.target_val_accuracy and metrics.get("val_accuracy", 0.0) >= t.target_val_accuracy:
+            if is_chief:
+                print(f"reached val_accuracy {metrics['val_accuracy']:.4f} >= {t.target_val_accuracy}: stopping")
+            break
+
+    if not is_chief:
+        return metrics
+    return _finish(plan, cfg, model, counters, metrics, tracker)
+
+
+def _chief_tracker(plan: dict, cfg: Config):
+    if not plan.get("mlflow_run_id"):
+        return None
+    from trainer import tracking
+
+    tracking.start(plan["tracking_uri"], cfg.mlflow.experiment, plan["run_name"], run_id=plan["mlflow_run_id"])
+    import mlflow
+
+    return mlflow
+
+
+def _finish(plan: dict, cfg: Config, model, counters: ComputeCounters, last_epoch: dict, tracker) -> dict:
+    """Test-split evaluation with plots, model export and results.json (chief only)."""
+    from trainer import pipeline
+    from trainer.evaluate import evaluate_split
+
+    run_dir = Path(plan["run_dir"])
+    results = {"last_epoch": last_epoch, "compute": counters.as_dict()}
+    if plan["shards"]["test"]:
+        test_data = pipeline.ordered_images(plan["shards"]["test"], plan["image_size"], cfg.eval.eval_batch_size)
+        out = run_dir / "eval-test"
+        out.mkdir(exist_ok=True)
+        results["test"] = evaluate_split(model, test_data, cfg.eval, out_dir=out, plots=True)
+    model.save(str(run_dir / "model"), include_optimizer=False)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    if tracker:
+        tracker.log_metrics({f"test_{k}": v for k, v in results.get("test", {}).items()})
+        tracker.log_metrics(counters.as_metrics("compute/total_"))
+        for name in ("results.json", "config.yaml", "plan.json"):
+            tracker.log_artifact(str(run_dir / name))
+        if (run_dir / "eval-test").exists():
+            tracker.log_artifacts(str(run_dir / "eval-test"), "eval-test")
+        tracker.log_artifacts(str(run_dir / "model"), "model")
+        latest = checkpoints.latest_checkpoint(run_dir)
+        if latest:
+            tracker.log_artifacts(str(latest), f"checkpoint/{latest.name}")
+        tracker.end_run()
+    return results
+
+
+# ------------------------------------------------------------------------------- driver: launch
+def launch(plan: dict, cfg: Config) -> dict:
+    """Run ``train_worker`` in-process (ray.num_workers == 0) or on Ray Train workers."""
+    if cfg.ray.num_workers == 0:
+        return train_worker(plan)
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    from trainer.ray_setup import ensure_ray
+
+    ensure_ray(cfg.ray.address)
+    resources = {"CPU": cfg.ray.cpus_per_worker, **({"GPU": cfg.ray.gpus_per_worker} if cfg.ray.use_gpu else {})}
+    trainer_ = TensorflowTrainer(
+        train_loop_per_worker=train_worker,
+        train_loop_config={**plan, "in_ray": True},
+        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=plan["run_name"], storage_path=str(Path(plan["run_dir"]) / "ray"),
+                             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer_.fit()
+    if result.error:
+        raise RuntimeError(f"training failed: {result.error}")
+    return json.loads((Path(plan["run_dir"]) / "results.json").read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train a FaceNet embedding (see the module docstring).")
+    parser.add_argument("--config", help="experiment YAML, e.g. experiments/celeba_nn4.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a finished or interrupted run")
+    parser.add_argument("--init-from", metavar="CHECKPOINT", help="warm start: initial weights from a checkpoint or run")
+    args = parser.parse_args(argv)
+    try:
+        if args.resume:
+            plan, cfg = _resume_plan(args.resume, args.set)
+        else:
+            if not args.config and not args.set:
+                raise ConfigError("give --config experiments/<name>.yaml (or --resume RUN_DIR)")
+            cfg = config_lib.load(args.config, args.set)
+            init_from = args.init_from or cfg.train.init_from
+            if init_from:
+                init_from = str(checkpoints.resolve_checkpoint(init_from))
+            plan = plan_run(cfg, args.config)
+            plan["init_from"] = init_from or ""
+        _open_tracking(plan, cfg)
+        results = launch(plan, cfg)
+    except (ConfigError, DatasetError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    test = results.get("test", {})
+    print(f"run: {plan['run_dir']}")
+    if test:
+        print(f"test: accuracy={test['accuracy']:.4f}±{test['accuracy_std']:.4f} VAL@FAR={test['far']:.2g}: "
+              f"{test['val']:.4f} AUC={test['auc']:.4f}")
+    total = results["compute"]
+    print(f"compute: steps={total['steps']} images={total['images']} train_flops={total['train_flops']:.3g} "
+          f"wall_seconds={total['wall_seconds']:.1f}")
+    return 0
+
+
+def _resume_plan(run_dir: str, overrides: list[str]) -> tuple[dict, Config]:
+    plan_file = Path(run_dir) / "plan.json"
+    if not plan_file.exists():
+        raise FileNotFoundError(f"not a run directory (no plan.json): {run_dir}")
+    plan = json.loads(plan_file.read_text())
+    raw = plan["config"]
+    for text in overrides:
+        section, key, value = config_lib.parse_override(text)
+        raw.setdefault(section, {})[key] = value
+    cfg = config_lib.from_dict(raw)
+    plan["config"] = cfg.to_dict()
+    latest = checkpoints.latest_checkpoint(run_dir)
+    plan["resume_from"] = str(latest) if latest else ""
+    (Path(run_dir) / "plan.json").write_text(json.dumps(plan, indent=1))
+    return plan, cfg
+
+
+def _open_tracking(plan: dict, cfg: Config) -> None:
+    """Create (or reopen) the run's MLflow run on the driver; the chief worker logs into it."""
+    import mlflow
+
+    from trainer import tracking
+
+    plan["tracking_uri"] = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    run = tracking.start(plan["tracking_uri"], cfg.mlflow.experiment, plan["run_name"],
+                         run_id=plan.get("mlflow_run_id") or None, parent_run_id=plan.get("parent_run_id"))
+    if not plan.get("mlflow_run_id"):
+        mlflow.log_params(cfg.flat())
+        mlflow.set_tags({"git_commit": tracking.git_commit(Path(__file__).parent), "data_fingerprint":
+                         plan["data_fingerprint"], "model": cfg.model.name, "run_dir": plan["run_dir"],
+                         "init_from": plan.get("init_from", "")})
+        mlflow.log_dict(plan["split"], "split.json")
+        mlflow.log_dict(plan["data_counts"], "data_counts.json")
+    plan["mlflow_run_id"] = run.info.run_id
+    (Path(plan["run_dir"]) / "plan.json").write_text(json.dumps(plan, indent=1))
+    mlflow.end_run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
