@@ -17,3 +17,24 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"real photos not available: {root} is absent (set FACENET_SHARED to the shared/ folder)")
     return root
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """A local Ray for the session (2 CPUs, no dashboard), shut down at the end."""
+    import ray
+
+    from trainer.ray_setup import WORKER_ENV
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
+                 log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    from tests.synthetic import make_identity_folders
+
+    return make_identity_folders(tmp_path_factory.mktemp("synthetic") / "faces", identities=12, images=6)

@@ -1,0 +1,70 @@
+"""Config loading: unknown keys and bad values fail at once, naming the key."""
+from pathlib import Path
+
+import pytest
+
+from trainer import config as config_lib
+from trainer.config import ConfigError
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_experiment_config_loads(path):
+    cfg = config_lib.load(path)
+    assert cfg.data.source
+
+
+def test_unknown_key_is_rejected_by_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.lerning_rate'"):
+        config_lib.load(write(tmp_path, "train:\n  lerning_rate: 0.1\n"))
+
+
+def test_unknown_section_is_rejected_by_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config section 'trian'"):
+        config_lib.load(write(tmp_path, "trian:\n  epochs: 1\n"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train:\n  epochs: ten\n", "'train.epochs' must be int"),
+    ("train:\n  augment: 1\n", "'train.augment' must be bool"),
+    ("model:\n  name: resnet\n", "'model.name' must be one of"),
+    ("train:\n  images_per_identity: 1\n", "'train.images_per_identity' must be >= 2"),
+    ("train:\n  learning_rate: -1\n", "'train.learning_rate' must be > 0"),
+    ("data:\n  val_fraction: 0.6\n  test_fraction: 0.5\n", "data.val_fraction"),
+    ("- just\n- a list\n", "must hold a mapping"),
+    ("train: [1, 2\n", "not valid YAML"),
+])
+def test_bad_values_fail_with_one_line(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        config_lib.load(write(tmp_path, text))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        config_lib.load("does/not/exist.yaml")
+
+
+def test_overrides_are_typed_and_validated(tmp_path):
+    cfg = config_lib.load(write(tmp_path, "train:\n  epochs: 3\n"), ["train.epochs=5", "model.name=tiny",
+                                                                      "train.learning_rate=0.5"])
+    assert (cfg.train.epochs, cfg.model.name, cfg.train.learning_rate) == (5, "tiny", 0.5)
+    with pytest.raises(ConfigError, match="unknown config key 'train.nope'"):
+        config_lib.load(None, ["train.nope=1"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        config_lib.load(None, ["epochs"])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = config_lib.load(None, ["train.epochs=7", "data.source=/data/x"])
+    cfg.save(tmp_path / "resolved.yaml")
+    again = config_lib.load(tmp_path / "resolved.yaml")
+    assert again == cfg
+    assert again.flat()["train.epochs"] == 7

@@ -1,0 +1,80 @@
+"""prepare: Ray-parallel alignment into per-identity shards, counts for every bad input, caching."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer.prepare import DatasetError, list_identity_folder, prepare
+from tests.synthetic import make_identity_folders
+
+
+@pytest.fixture()
+def messy_root(tmp_path):
+    """4 good identities of 3 photos, plus: a corrupt JPEG, a text file, a fake .jpg,
+    an empty identity folder and an identity with a single photo."""
+    root = make_identity_folders(tmp_path / "faces", identities=4, images=3)
+    good = (root / "person_00" / "00.jpg").read_bytes()
+    (root / "person_00" / "broken.jpg").write_bytes(good[: len(good) // 3])
+    (root / "person_01" / "notes.txt").write_text("not a photo")
+    (root / "person_02" / "fake.jpg").write_text("<html>not a jpeg</html>")
+    (root / "empty_person").mkdir()
+    (root / "loner").mkdir()
+    shutil.copy(root / "person_03" / "00.jpg", root / "loner" / "only.jpg")
+    return root
+
+
+def test_counts_every_kind_of_bad_input(messy_root, tmp_path, local_ray):
+    manifest = prepare(str(messy_root), tmp_path / "cache", size=32, align=False, progress=False)
+    counts = manifest["counts"]
+    assert counts["identities"] == 5  # 4 + loner; the empty folder is counted, not kept
+    assert counts["empty_identities"] == 1 and counts["non_image_files"] == 1
+    assert counts["images_read"] == 4 * 3 + 2 + 1
+    assert counts["unreadable"] == 2 and counts["faces_aligned"] == 13
+    reasons = {r["source"].rsplit("/", 1)[-1]: r["reason"] for r in manifest["rejected"]}
+    assert reasons["broken.jpg"].startswith("corrupt image")
+    assert reasons["fake.jpg"].startswith("not an image")
+    assert manifest["identities"]["loner"]["aligned"] == 1
+    on_disk = json.loads((Path(manifest["dir"]) / "manifest.json").read_text())
+    assert on_disk["counts"] == counts
+
+
+def test_rerun_reuses_the_cache_and_redoes_only_changed_identities(tmp_path, local_ray):
+    root = make_identity_folders(tmp_path / "faces", identities=3, images=2)
+    first = prepare(str(root), tmp_path / "cache", size=32, align=False, progress=False)
+    assert first["counts"]["identities_reused"] == 0
+    again = prepare(str(root), tmp_path / "cache", size=32, align=False, progress=False)
+    assert again["counts"]["identities_reused"] == 3 and again["fingerprint"] == first["fingerprint"]
+    shutil.copy(root / "person_00" / "00.jpg", root / "person_00" / "02.jpg")
+    changed = prepare(str(root), tmp_path / "cache", size=32, align=False, progress=False)
+    assert changed["counts"]["identities_reused"] == 2
+    assert changed["identities"]["person_00"]["aligned"] == 3
+    assert changed["fingerprint"] != first["fingerprint"]
+    shards = list(Path(changed["dir"]).glob("*.tfrecord"))
+    assert len(shards) == 3, "the stale shard of the changed identity is removed"
+
+
+def test_real_photos_are_detected_and_aligned(shared_data, tmp_path, local_ray):
+    root = tmp_path / "lfw"
+    for name in ("Colin_Powell", "Hugo_Chavez"):
+        (root / name).mkdir(parents=True)
+        for photo in sorted((shared_data / "lfw_mini" / name).glob("*.jpg"))[:3]:
+            shutil.copy(photo, root / name / photo.name)
+    manifest = prepare(str(root), tmp_path / "cache", size=96, progress=False)
+    assert manifest["counts"]["images_read"] == 6
+    assert manifest["counts"]["faces_aligned"] + manifest["counts"]["no_face"] == 6
+    assert manifest["counts"]["faces_aligned"] >= 5
+
+
+def test_missing_or_empty_dataset_fails_with_one_line(tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        list_identity_folder(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no identity folders"):
+        list_identity_folder(tmp_path / "empty")
+    result = subprocess.run([sys.executable, "-m", "trainer.prepare", "--source", str(tmp_path / "nope")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: dataset path not found")
