@@ -300,10 +300,14 @@ def test_every_namespaced_object_names_the_namespace():
     assert ns.body["metadata"]["labels"].get("pod-security.kubernetes.io/enforce") == "restricted"
 
 
+def _tool(name: str) -> str | None:
+    """The copy .ci/install-k8s-tools.sh pinned in .venv-tools/, else one on PATH."""
+    local = REPO / ".venv-tools" / "bin" / name
+    return str(local) if local.is_file() else shutil.which(name)
+
+
 def _kubectl() -> str | None:
-    found = shutil.which("kubectl")
-    local = REPO / ".venv-tools" / "bin" / "kubectl"
-    return found or (str(local) if local.is_file() else None)
+    return _tool("kubectl")
 
 
 def test_kustomize_renders_everything():
@@ -467,7 +471,13 @@ def test_rayjob_rules():
     for d in _by_kind("RayJob"):
         spec = d.body["spec"]
         assert DNS1035.match(d.name), d.id
-        assert spec["entrypoint"] == TRAIN_ENTRYPOINT
+        entrypoint = spec["entrypoint"]
+        assert entrypoint == TRAIN_ENTRYPOINT or entrypoint.startswith(TRAIN_ENTRYPOINT + " "), entrypoint
+        overrides = dict(o.split("=", 1) for o in re.findall(r"--set\s+(\S+)", entrypoint))
+        # The config's developer paths would point at nothing (or at the read-only root) in the image.
+        assert overrides.get("data.source", "").startswith("/data/"), "data.source must be on the /data volume"
+        for key in ("data.cache_dir", "train.out_dir"):
+            assert overrides.get(key, "").startswith("/runs"), f"{key} must be on the /runs volume"
         selector = spec.get("clusterSelector") or {}
         # Exactly one way to get a cluster.
         assert bool(selector) != bool(spec.get("rayClusterSpec")), f"{d.id}: set clusterSelector or rayClusterSpec"
@@ -505,6 +515,8 @@ def test_every_ray_container_uses_legacy_keras_and_the_project_image(pod: PodVie
         volumes = {v["name"]: v for v in pod.spec.get("volumes") or []}
         assert volumes[mounts["/data"]["name"]]["persistentVolumeClaim"]["claimName"] == "facenet-data"
         assert volumes[mounts["/runs"]["name"]]["persistentVolumeClaim"]["claimName"] == "facenet-runs"
+        # Export and enrolment write new model versions where TF-Serving looks for them.
+        assert volumes[mounts["/models"]["name"]]["persistentVolumeClaim"]["claimName"] == "facenet-models"
 
 
 def test_mlflow_tracking_uri_resolves():
@@ -729,7 +741,7 @@ def test_tracking():
 
 
 # --------------------------------------------------------------------------------------------------
-# NetworkPolicies, evaluated pod to pod (same namespace)
+# NetworkPolicies, evaluated pod to pod (sources in this namespace or any other)
 # --------------------------------------------------------------------------------------------------
 
 NETPOLS = [d.body for d in _by_kind("NetworkPolicy")]
@@ -758,6 +770,16 @@ def _peer_matches(peer: dict, src: dict, src_ns: dict) -> bool:
     return _selects(peer.get("podSelector"), src)
 
 
+def _port_matches(rule_port: dict, port: int) -> bool:
+    if rule_port.get("protocol", "TCP") != "TCP":
+        return False
+    number = rule_port.get("port")
+    if number is None:
+        return True
+    assert isinstance(number, int), f"named NetworkPolicy ports are not modelled here: {number!r}"
+    return number <= port <= rule_port.get("endPort", number)
+
+
 def ingress_allowed(src: dict, dst: dict, port: int, src_ns: dict | None = None) -> bool:
     """Would a TCP connection from a Pod labelled `src` reach a facenet Pod labelled `dst` on `port`?"""
     src_ns = _namespace_labels() if src_ns is None else src_ns
@@ -770,7 +792,7 @@ def ingress_allowed(src: dict, dst: dict, port: int, src_ns: dict | None = None)
             if peers and not any(_peer_matches(peer, src, src_ns) for peer in peers):
                 continue
             ports = rule.get("ports")
-            if ports and not any(p.get("port") is None or p["port"] <= port <= p.get("endPort", p["port"]) for p in ports):
+            if ports and not any(_port_matches(p, port) for p in ports):
                 continue
             return True
     return False
@@ -833,9 +855,7 @@ def test_reachability_from_other_namespaces():
 # --------------------------------------------------------------------------------------------------
 
 def _checkov() -> str:
-    found = shutil.which("checkov")
-    local = REPO / ".venv-tools" / "bin" / "checkov"
-    exe = found or (str(local) if local.is_file() else None)
+    exe = _tool("checkov")
     if exe is None:
         pytest.skip("checkov is not installed: run `bash .ci/install-k8s-tools.sh` (puts it in .venv-tools/)")
     return exe

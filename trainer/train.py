@@ -63,6 +63,42 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True) -> dic
 
 
 # ---------------------------------------------------------------------- worker: the training loop
+def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance_metric: str):
+    """One optimizer step on a distributed P×K batch; returns (loss, active triplet fraction).
+
+    Triplets are mined over the global batch: each replica embeds its share, embeddings and
+    labels are all-gathered, and every replica computes the same loss over all of them. The
+    optimizer sums the replicas' gradients, so each replica back-propagates loss / replicas;
+    the gradient of all_gather carries every replica's share back to where it was computed.
+    """
+    import tensorflow as tf
+
+    from trainer.losses import active_triplet_fraction
+
+    def replica_step(images, labels):
+        context = tf.distribute.get_replica_context()
+        with tf.GradientTape() as tape:
+            embeddings = model(images, training=True)
+            # MultiWorkerMirroredStrategy's all_gather needs placed tensors; graph inputs may not be.
+            with tf.device(embeddings.device):
+                labels = tf.identity(labels)
+            all_embeddings = context.all_gather(embeddings, axis=0)
+            all_labels = context.all_gather(labels, axis=0)
+            loss = loss_fn(all_labels, all_embeddings)
+            scaled_loss = loss / tf.cast(context.num_replicas_in_sync, loss.dtype)
+        gradients = tape.gradient(scaled_loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss, active_triplet_fraction(all_labels, all_embeddings, margin, distance_metric)
+
+    @tf.function
+    def train_step(images, labels):
+        loss, active = strategy.run(replica_step, args=(images, labels))
+        return (strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.MEAN, active, axis=None))
+
+    return train_step
+
+
 def train_worker(plan: dict) -> dict:
     """Train on one worker; identical in-process and inside a Ray Train worker."""
     import tensorflow as tf
@@ -71,7 +107,7 @@ def train_worker(plan: dict) -> dict:
     from trainer import pipeline
     from trainer.evaluate import evaluate_split
     from trainer.flops import forward_flops
-    from trainer.losses import TripletHardLoss, TripletSemiHardLoss, active_triplet_fraction
+    from trainer.losses import TripletHardLoss, TripletSemiHardLoss
     from trainer.models import build_model
 
     cfg = config_lib.from_dict(plan["config"])
@@ -109,6 +145,8 @@ def train_worker(plan: dict) -> dict:
         checkpoints.restore(plan["init_from"], model)
     if state:
         start_epoch, counters = state["epoch"] + 1, ComputeCounters.from_dict(state["compute"])
+        if is_chief:
+            print(f"resuming after epoch {state['epoch'] + 1} (checkpoint of epoch index {state['epoch']})", flush=True)
 
     train_shards, labels = plan["shards"]["train"], list(range(len(plan["shards"]["train"])))
 
@@ -120,26 +158,7 @@ def train_worker(plan: dict) -> dict:
 
     batches = iter(strategy.distribute_datasets_from_function(dataset_fn))
 
-    @tf.function
-    def train_step(images, labels):
-        def replica_step(images, labels):
-            context = tf.distribute.get_replica_context()
-            with tf.GradientTape() as tape:
-                embeddings = model(images, training=True)
-                all_embeddings = context.all_gather(embeddings, axis=0)
-                all_labels = context.all_gather(labels, axis=0)
-                loss = loss_fn(all_labels, all_embeddings)
-                # Every replica computes the loss of the whole global batch and the optimizer sums
-                # the replicas' gradients, so each contributes 1/replicas of it.
-                scaled_loss = loss / tf.cast(context.num_replicas_in_sync, loss.dtype)
-            gradients = tape.gradient(scaled_loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-            active = active_triplet_fraction(all_labels, all_embeddings, t.margin, t.distance_metric)
-            return loss, active
-
-        loss, active = strategy.run(replica_step, args=(images, labels))
-        return (strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.MEAN, active, axis=None))
+    train_step = make_train_step(strategy, model, optimizer, loss_fn, t.margin, t.distance_metric)
 
     batch_size = t.identities_per_batch * t.images_per_identity
     steps = t.steps_per_epoch or max(1, plan["train_images"] // batch_size)
@@ -152,15 +171,19 @@ def train_worker(plan: dict) -> dict:
 
     for epoch in range(start_epoch, t.epochs):
         bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "active"], verbose=1 if is_chief else 0)
-        started, loss_sum, active_sum = time.time(), 0.0, 0.0
+        started, loss_sum, active_sum, input_wait = time.time(), 0.0, 0.0, 0.0
         for step in range(steps):
+            waiting = time.perf_counter()
             images, labels_batch = next(batches)
+            input_wait += time.perf_counter() - waiting
             loss, active = train_step(images, labels_batch)
             loss_sum, active_sum = loss_sum + float(loss), active_sum + float(active)
             bar.update(step + 1, [("loss", loss_sum / (step + 1)), ("active", active_sum / (step + 1))])
         epoch_compute = epoch_counters(steps, batch_size, time.time() - started, flops_per_image, world, gpus)
         counters.add(epoch_compute)
+        # input_wait_fraction: share of the epoch spent waiting for the next batch (0 = never starved)
         metrics = {"epoch": epoch, "loss": loss_sum / steps, "active_triplet_fraction": active_sum / steps,
+                   "input_wait_fraction": input_wait / max(epoch_compute.wall_seconds, 1e-9),
                    **epoch_compute.as_metrics("compute/epoch_"), **counters.as_metrics("compute/total_")}
         if val_data is not None:
             metrics.update({f"val_{k}": v for k, v in evaluate_split(model, val_data, cfg.eval).items()})

@@ -19,10 +19,19 @@ def pixel_input(input_size: int, name: str = "image") -> tuple[keras.KerasTensor
     return inputs, L.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
 
 
+def _several_replicas() -> bool:
+    """True when built under a distribution strategy with more than one replica.
+
+    Batch statistics are then computed over the global batch (all replicas), so training on N
+    workers normalises exactly like one process on the same P×K batch, as the triplet loss does.
+    """
+    return tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
+
+
 def conv_bn_relu(x, filters: int, kernel: int, strides: int = 1, name: str = "conv"):
     # No conv bias: the BatchNormalization beta that follows makes it redundant.
     x = L.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = L.BatchNormalization(name=f"{name}_bn")(x)
+    x = L.BatchNormalization(synchronized=_several_replicas(), name=f"{name}_bn")(x)
     return L.ReLU(name=f"{name}_relu")(x)
 
 
