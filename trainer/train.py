@@ -205,9 +205,14 @@ def train_worker(plan: dict) -> dict:
                 print(f"reached val_accuracy {metrics['val_accuracy']:.4f} >= {t.target_val_accuracy}: stopping")
             break
 
+    # Reading batch-norm statistics is a collective under MultiWorkerMirroredStrategy: every worker
+    # takes part once here, then the chief evaluates and exports a plain (undistributed) copy.
+    weights = model.get_weights()
     if not is_chief:
         return metrics
-    return _finish(plan, cfg, model, counters, metrics, tracker)
+    final_model = build_model(cfg.model.name, cfg.model.embedding_dim, size)
+    final_model.set_weights(weights)
+    return _finish(plan, cfg, final_model, counters, metrics, tracker)
 
 
 def _chief_tracker(plan: dict, cfg: Config):
