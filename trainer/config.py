@@ -206,6 +206,20 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
     return from_dict(raw)
 
 
+def resolve_path(path: str) -> str:
+    """A relative path resolved against ``$FACENET_WORKDIR`` (default: the current directory).
+
+    ``ray job submit --working-dir .`` runs the driver in an uploaded copy of the project, so
+    relative data, cache, output and sqlite paths would land in a temporary folder; setting
+    FACENET_WORKDIR in the job's runtime env points them back at the submitter's directory.
+    """
+    import os
+
+    if not path or path.startswith("tfds:") or os.path.isabs(os.path.expanduser(path)):
+        return os.path.expanduser(path)
+    return os.path.join(os.environ.get("FACENET_WORKDIR", os.getcwd()), path)
+
+
 def fingerprint(obj: Any) -> str:
     """A short stable hash of any JSON-able object (configs, file lists)."""
     import hashlib

@@ -1,7 +1,7 @@
 """MLflow tracking: where runs go, and what every training run records.
 
 Embedded default: a sqlite store ``mlflow.db`` and artefacts under ``mlartifacts/`` in the
-directory the command runs from (``mlflow ui --backend-store-uri sqlite:///mlflow.db`` shows
+directory the command runs from (or ``$FACENET_WORKDIR``) (``mlflow ui --backend-store-uri sqlite:///mlflow.db`` shows
 them). ``MLFLOW_TRACKING_URI`` (e.g. ``http://mlflow:5000``) or ``mlflow.tracking_uri`` in the
 config wins. Paths are made absolute on the driver, so Ray workers started elsewhere log to the
 same store. Only the chief worker (rank 0) ever calls into this module.
@@ -14,11 +14,11 @@ from pathlib import Path
 
 
 def resolve_tracking_uri(configured: str = "") -> str:
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI", "")
-    if not uri:
-        return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    from trainer.config import resolve_path
+
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI", "") or "sqlite:///mlflow.db"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+        return f"sqlite:///{Path(resolve_path(uri[len('sqlite:///'):])).resolve()}"
     return uri
 
 

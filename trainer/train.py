@@ -25,7 +25,7 @@ from pathlib import Path
 import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from trainer import checkpoints, config as config_lib
 from trainer.compute import ComputeCounters, epoch_counters
-from trainer.config import Config, ConfigError
+from trainer.config import Config, ConfigError, resolve_path
 from trainer.prepare import DatasetError
 
 
@@ -39,6 +39,8 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True) -> dic
     if not cfg.data.source:
         raise ConfigError("no dataset given: set data.source to an identity-folder root or tfds:<name>")
     size = cfg.model.input_size or NATIVE_INPUT_SIZE[cfg.model.name]
+    cfg.data.source, cfg.data.cache_dir = resolve_path(cfg.data.source), resolve_path(cfg.data.cache_dir)
+    cfg.train.out_dir = resolve_path(cfg.train.out_dir)
     manifest = prepare(cfg.data.source, cfg.data.cache_dir, size, cfg.data.align, cfg.data.max_identities,
                        cfg.data.prepare_workers, cfg.ray.address, progress)
     aligned = {name: entry["aligned"] for name, entry in manifest["identities"].items()}
@@ -171,14 +173,19 @@ def train_worker(plan: dict) -> dict:
 
     for epoch in range(start_epoch, t.epochs):
         bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "active"], verbose=1 if is_chief else 0)
-        started, loss_sum, active_sum, input_wait = time.time(), 0.0, 0.0, 0.0
+        started, input_wait = time.time(), 0.0
+        losses, actives = [], []
+        show_every = max(1, steps // 20)  # reading a value back waits for the step: only for progress
         for step in range(steps):
             waiting = time.perf_counter()
             images, labels_batch = next(batches)
             input_wait += time.perf_counter() - waiting
             loss, active = train_step(images, labels_batch)
-            loss_sum, active_sum = loss_sum + float(loss), active_sum + float(active)
-            bar.update(step + 1, [("loss", loss_sum / (step + 1)), ("active", active_sum / (step + 1))])
+            losses.append(loss)
+            actives.append(active)
+            if (step + 1) % show_every == 0 or step + 1 == steps:
+                bar.update(step + 1, [("loss", float(tf.reduce_mean(losses))), ("active", float(tf.reduce_mean(actives)))])
+        loss_sum, active_sum = float(tf.reduce_sum(losses)), float(tf.reduce_sum(actives))
         epoch_compute = epoch_counters(steps, batch_size, time.time() - started, flops_per_image, world, gpus)
         counters.add(epoch_compute)
         # input_wait_fraction: share of the epoch spent waiting for the next batch (0 = never starved)
@@ -291,14 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.resume:
-            plan, cfg = _resume_plan(args.resume, args.set)
+            plan, cfg = _resume_plan(resolve_path(args.resume), args.set)
         else:
             if not args.config and not args.set:
                 raise ConfigError("give --config experiments/<name>.yaml (or --resume RUN_DIR)")
             cfg = config_lib.load(args.config, args.set)
             init_from = args.init_from or cfg.train.init_from
             if init_from:
-                init_from = str(checkpoints.resolve_checkpoint(init_from))
+                init_from = str(checkpoints.resolve_checkpoint(resolve_path(init_from)))
             plan = plan_run(cfg, args.config)
             plan["init_from"] = init_from or ""
         _open_tracking(plan, cfg)

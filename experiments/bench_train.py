@@ -1,0 +1,132 @@
+"""Training throughput: plain Keras ``fit`` vs Ray Train with 1 and 2 workers, in one run.
+
+    python experiments/bench_train.py                      # nn4_small2 on celeba299 (≈10 min on 2 cores)
+    python experiments/bench_train.py --model tiny --steps 10 --source /path/to/people
+
+Same aligned data, same P×K batch, same loss. Each mode trains ``--epochs`` epochs of ``--steps``
+steps; throughput is taken from the last epoch (the first one includes graph tracing). Also
+measured: the input pipeline alone (decode + augment + P×K batching, no model), and for the Ray
+modes the share of each epoch spent waiting for input (``input_wait_fraction``). Results go to
+``experiments/results/bench_train.json``; a markdown table is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import trainer  # noqa: E402,F401  (tf-keras before TensorFlow)
+from trainer import config as config_lib, train  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def bench_config(args, workers: int, cpus: float, run_name: str):
+    return config_lib.from_dict({
+        "data": {"source": args.source, "val_fraction": 0.0, "test_fraction": 0.0},
+        "model": {"name": args.model},
+        "train": {"epochs": args.epochs, "steps_per_epoch": args.steps, "identities_per_batch": args.p,
+                  "images_per_identity": args.k, "optimizer": "adam", "learning_rate": 1e-3,
+                  "out_dir": str(args.out / "runs"), "run_name": run_name},
+        "ray": {"num_workers": workers, "cpus_per_worker": cpus},
+        "mlflow": {"tracking_uri": f"sqlite:///{args.out / 'mlflow.db'}", "experiment": "bench-train"},
+    })
+
+
+def plain_fit(plan: dict, cfg) -> dict:
+    """The baseline: one process, ``model.compile`` + ``model.fit`` with the triplet loss."""
+    import tf_keras as keras
+
+    from trainer import pipeline
+    from trainer.losses import TripletSemiHardLoss
+    from trainer.models import build_model
+
+    t = cfg.train
+    model = build_model(cfg.model.name, cfg.model.embedding_dim, plan["image_size"])
+    model.compile(keras.optimizers.Adam(t.learning_rate), TripletSemiHardLoss(t.margin, t.distance_metric))
+    shards = plan["shards"]["train"]
+    data = pipeline.pk_batches(shards, list(range(len(shards))), t.identities_per_batch, t.images_per_identity,
+                               plan["image_size"], True, seed=0)
+    epoch_seconds = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_seconds.append(time.perf_counter() - self.started)
+
+    model.fit(data, epochs=t.epochs, steps_per_epoch=t.steps_per_epoch, verbose=2, callbacks=[Timer()])
+    images = t.steps_per_epoch * t.identities_per_batch * t.images_per_identity
+    return {"images_per_second": images / epoch_seconds[-1], "epoch_seconds": epoch_seconds[-1]}
+
+
+def ray_fit(plan: dict, cfg) -> dict:
+    train._open_tracking(plan, cfg)
+    results = train.launch(plan, cfg)
+    last = results["last_epoch"]
+    return {"images_per_second": last["compute/epoch_images"] / last["compute/epoch_wall_seconds"],
+            "epoch_seconds": last["compute/epoch_wall_seconds"], "input_wait_fraction": last["input_wait_fraction"]}
+
+
+def input_pipeline_only(plan: dict, cfg, batches: int) -> dict:
+    from trainer import pipeline
+
+    t = cfg.train
+    shards = plan["shards"]["train"]
+    data = iter(pipeline.pk_batches(shards, list(range(len(shards))), t.identities_per_batch,
+                                    t.images_per_identity, plan["image_size"], True, seed=0))
+    next(data)
+    started = time.perf_counter()
+    for _ in range(batches):
+        next(data)
+    seconds = time.perf_counter() - started
+    return {"images_per_second": batches * t.identities_per_batch * t.images_per_identity / seconds}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", default=str(Path(__file__).resolve().parents[2] / "shared/data/celeba299"))
+    parser.add_argument("--model", default="nn4_small2")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--p", type=int, default=16)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=Path(".facenet/bench_train"))
+    parser.add_argument("--json", type=Path, default=RESULTS / "bench_train.json")
+    args = parser.parse_args()
+    args.out = args.out.resolve()
+    cores = os.cpu_count() or 1
+
+    modes = {}
+    cfg = bench_config(args, 0, cores, "plain")
+    plan = train.plan_run(cfg, None)
+    modes["input pipeline only"] = input_pipeline_only(plan, cfg, batches=args.steps)
+    modes["plain Keras fit (1 process)"] = plain_fit(plan, cfg)
+    for workers in (1, 2):
+        cfg = bench_config(args, workers, cores / workers, f"ray-{workers}")
+        modes[f"Ray Train, {workers} worker{'s' if workers > 1 else ''}"] = ray_fit(train.plan_run(cfg, None), cfg)
+
+    base = modes["plain Keras fit (1 process)"]["images_per_second"]
+    for result in modes.values():
+        result["vs_plain_fit"] = result["images_per_second"] / base
+    report = {"model": args.model, "global_batch": args.p * args.k, "steps_per_epoch": args.steps,
+              "machine": f"{platform.machine()}, {cores} cores, no GPU", "modes": modes,
+              "command": "python experiments/bench_train.py " + " ".join(sys.argv[1:])}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1))
+    print(f"\n{args.model}, global batch {args.p}×{args.k}, {report['machine']}\n")
+    print("| mode | images/s | vs plain fit | input wait |\n| --- | ---: | ---: | ---: |")
+    for name, r in modes.items():
+        wait = f"{100 * r['input_wait_fraction']:.1f}%" if "input_wait_fraction" in r else "–"
+        print(f"| {name} | {r['images_per_second']:.1f} | {r['vs_plain_fit']:.2f}× | {wait} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
