@@ -27,7 +27,7 @@ def local_ray():
     from trainer.ray_setup import WORKER_ENV
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
+        ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
                  log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.prepare import DatasetError, list_identity_folder, prepare
+from trainer.prepare import DatasetError, list_identity_folder, prepare, prune
 from tests.synthetic import make_identity_folders
 
 
@@ -37,7 +37,7 @@ def test_counts_every_kind_of_bad_input(messy_root, tmp_path, local_ray):
     assert reasons["broken.jpg"].startswith("corrupt image")
     assert reasons["fake.jpg"].startswith("not an image")
     assert manifest["identities"]["loner"]["aligned"] == 1
-    on_disk = json.loads((Path(manifest["dir"]) / "manifest.json").read_text())
+    on_disk = json.loads(Path(manifest["path"]).read_text())
     assert on_disk["counts"] == counts
 
 
@@ -52,8 +52,22 @@ def test_rerun_reuses_the_cache_and_redoes_only_changed_identities(tmp_path, loc
     assert changed["counts"]["identities_reused"] == 2
     assert changed["identities"]["person_00"]["aligned"] == 3
     assert changed["fingerprint"] != first["fingerprint"]
-    shards = list(Path(changed["dir"]).glob("*.tfrecord"))
-    assert len(shards) == 3, "the stale shard of the changed identity is removed"
+    assert len(list(Path(changed["dir"]).glob("*.tfrecord"))) == 4
+    assert prune(tmp_path / "cache") == 1, "only the stale shard of the changed identity is unused"
+    assert len(list(Path(changed["dir"]).glob("*.tfrecord"))) == 3
+
+
+def test_roots_sharing_photos_share_shards(tmp_path, local_ray):
+    """A second root made of symlinks to the same photos (how experiments build changed datasets)
+    reuses every shard, while keeping its own manifest."""
+    root = make_identity_folders(tmp_path / "faces", identities=3, images=2)
+    first = prepare(str(root), tmp_path / "cache", size=32, align=False, progress=False)
+    (tmp_path / "copy").mkdir()
+    for folder in root.iterdir():
+        (tmp_path / "copy" / folder.name).symlink_to(folder)
+    second = prepare(str(tmp_path / "copy"), tmp_path / "cache", size=32, align=False, progress=False)
+    assert second["counts"]["identities_reused"] == 3 and second["path"] != first["path"]
+    assert prune(tmp_path / "cache") == 0
 
 
 def test_real_photos_are_detected_and_aligned(shared_data, tmp_path, local_ray):

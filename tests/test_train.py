@@ -82,3 +82,24 @@ def test_cli_errors_are_one_line_with_exit_2(args, message):
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
+
+
+def test_one_photo_identities_from_an_extra_source_join_training(synthetic_root, tmp_path, local_ray):
+    """Enrolled people arrive as aligned crops, often one per person: K augmented views of it."""
+    from tests.synthetic import make_identity_folders
+
+    extra = make_identity_folders(tmp_path / "enrolled", identities=3, images=1, size=32, seed=5)
+    cfg = smoke_config(synthetic_root, tmp_path, epochs=1, steps_per_epoch=3, run_name="extra")
+    cfg.data.extra_source = str(extra)
+    plan, results = run(cfg)
+    base = smoke_config(synthetic_root, tmp_path, epochs=0, run_name="base-only")
+    assert len(plan["shards"]["train"]) == len(train.plan_run(base, None, progress=False)["shards"]["train"]) + 3
+    assert results["compute"]["steps"] == 3
+
+
+def test_stop_when_ends_training_once_every_condition_holds(synthetic_root, tmp_path, local_ray):
+    plan, results = run(smoke_config(synthetic_root, tmp_path, epochs=5, steps_per_epoch=2, run_name="stops",
+                                     stop_when="loss>=0,val_accuracy>=0"))
+    assert results["last_epoch"]["epoch"] == 0 and results["compute"]["steps"] == 2
+    with pytest.raises(config_lib.ConfigError, match="stop_when"):
+        config_lib.load(None, ["train.stop_when=val_accuracy>0.5"])

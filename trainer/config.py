@@ -33,6 +33,9 @@ class DataConfig:
     test_fraction: float = 0.2
     split_seed: int = 0
     prepare_workers: int = 0  # Ray tasks in flight; 0 = number of CPUs.
+    # An identity folder of already-aligned crops (e.g. enrolled people exported from the gallery)
+    # whose identities all join the training split; one photo per person is enough (K augmented views).
+    extra_source: str = ""
 
 
 @dataclass
@@ -58,7 +61,8 @@ class TrainConfig:
     out_dir: str = "runs"
     run_name: str = ""  # "" = <config stem>-<timestamp>
     init_from: str = ""  # checkpoint to warm-start from
-    target_val_accuracy: float = 0.0  # stop early once reached (0 = never)
+    # Stop early once every condition holds after an epoch, e.g. "val_accuracy>=0.71,new_accuracy>=0.8".
+    stop_when: str = ""
 
 
 @dataclass
@@ -171,8 +175,23 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"config key 'ray.num_workers' must be >= 0 (0 = train in-process), got {cfg.ray.num_workers}")
     if cfg.train.images_per_identity < 2:
         raise ConfigError("config key 'train.images_per_identity' must be >= 2 (a triplet needs a positive)")
+    parse_stop_when(cfg.train.stop_when)
     if not 0 <= cfg.data.val_fraction + cfg.data.test_fraction < 1:
         raise ConfigError("config keys 'data.val_fraction' + 'data.test_fraction' must be in [0, 1)")
+
+
+def parse_stop_when(text: str) -> list[tuple[str, float]]:
+    """``"val_accuracy>=0.7,new_accuracy>=0.8"`` -> [("val_accuracy", 0.7), ("new_accuracy", 0.8)]."""
+    conditions = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition(">=")
+        try:
+            conditions.append((name.strip(), float(value)))
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ConfigError(f"config key 'train.stop_when' must look like metric>=value[,...], got {text!r}")
+    return conditions
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

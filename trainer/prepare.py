@@ -7,10 +7,11 @@ The source is an identity-folder root (``root/<identity>/*.jpg|png|pgm``) or ``t
 (exported once to an identity folder under the cache). One Ray task per identity detects (MTCNN),
 aligns and JPEG-encodes every photo, writing ``<identity>-<fingerprint>.tfrecord``. The
 fingerprint covers the identity's file names, sizes and mtimes plus the alignment settings, so a
-re-run reuses every shard whose inputs did not change and only redoes changed identities. One shard
+re-run reuses every shard whose inputs did not change and only redoes changed identities; shards no
+manifest uses any more are deleted by ``--prune``. One shard
 per identity is also what makes P×K batching a plain ``tf.data`` interleave (see pipeline.py).
 
-``manifest.json`` records every shard and the counts: images read, faces aligned, no face,
+A manifest per dataset root (``aligned-<size>/manifests/``) records every shard and the counts: images read, faces aligned, no face,
 several faces (largest kept), unreadable, non-image files and empty identity folders.
 """
 from __future__ import annotations
@@ -149,9 +150,12 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool = True,
     identities, counts = list_identity_folder(root)
     if max_identities:
         identities = dict(list(identities.items())[:max_identities])
-    out = cache_dir / f"{_slug(root.resolve().name)}-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:6]}" \
-        / f"aligned-{size}{'' if align else '-resized'}"
-    out.mkdir(parents=True, exist_ok=True)
+    # Shards are shared by every dataset root at this size: a shard's name is its identity plus the
+    # fingerprint of its inputs, so the same photos (e.g. a base set and a changed copy of it made
+    # of symlinks) are aligned once. Each root has its own manifest.
+    out = cache_dir / f"aligned-{size}{'' if align else '-resized'}"
+    (out / "manifests").mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifests" / f"{_slug(root.resolve().name)}-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:6]}.json"
 
     summaries, todo = {}, []
     for identity, files in identities.items():
@@ -181,7 +185,6 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool = True,
         bar.close()
         counts["seconds_aligning"] = round(time.time() - started, 1)
 
-    _remove_stale_shards(out, {s["shard"] for s in summaries.values()})
     statuses = Counter(e["status"] for s in summaries.values() for e in s["images"])
     counts.update(images_read=sum(statuses.values()), faces_aligned=statuses["ok"] + statuses["several_faces"],
                   no_face=statuses["no_face"], several_faces=statuses["several_faces"],
@@ -190,13 +193,13 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool = True,
     manifest = {
         "source": source, "root": str(root), "size": size, "align": align, "align_version": ALIGN_VERSION,
         "fingerprint": fingerprint(sorted(s["shard"] for s in summaries.values())),
-        "counts": dict(counts), "dir": str(out),
+        "counts": dict(counts), "dir": str(out), "path": str(manifest_path),
         "identities": {k: {"shard": s["shard"], "aligned": s["aligned"]} for k, s in sorted(summaries.items())},
         "rejected": [e for s in summaries.values() for e in s["images"] if e["status"] in ("no_face", "unreadable")],
     }
-    tmp = out / "manifest.json.tmp"
+    tmp = manifest_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.rename(out / "manifest.json")
+    tmp.rename(manifest_path)
     return manifest
 
 
@@ -212,11 +215,18 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, desc="aligning identities", unit="id", disable=not enabled, file=sys.stderr)
 
 
-def _remove_stale_shards(out: Path, keep: set[str]) -> None:
-    for path in out.glob("*.tfrecord"):
-        if path.name not in keep:
-            path.unlink(missing_ok=True)
-            Path(str(path) + ".json").unlink(missing_ok=True)
+def prune(cache_dir: str | Path) -> int:
+    """Delete shards that no manifest refers to any more (e.g. after photos changed); returns the count."""
+    removed = 0
+    for out in Path(cache_dir).expanduser().glob("aligned-*"):
+        keep = {entry["shard"] for m in (out / "manifests").glob("*.json")
+                for entry in json.loads(m.read_text())["identities"].values()}
+        for path in out.glob("*.tfrecord"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+                Path(str(path) + ".json").unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def format_counts(counts: dict) -> str:
@@ -234,9 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", help="identity-folder root or tfds:<name> (overrides data.source)")
     parser.add_argument("--size", type=int, help="crop size in px (default: the model's input size)")
     parser.add_argument("--cache-dir", help="overrides data.cache_dir")
+    parser.add_argument("--prune", action="store_true", help="delete cached shards no manifest uses, then exit")
     args = parser.parse_args(argv)
     try:
         cfg = config_lib.load(args.config)
+        if args.prune:
+            print(f"removed {prune(config_lib.resolve_path(args.cache_dir or cfg.data.cache_dir))} unused shards")
+            return 0
         source = args.source or cfg.data.source
         if not source:
             raise ConfigError("no dataset given: pass --source DIR (an identity-folder root) or set data.source")

@@ -46,19 +46,30 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True) -> dic
     aligned = {name: entry["aligned"] for name, entry in manifest["identities"].items()}
     split = split_identities(aligned, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed,
                              cfg.data.min_images_per_identity)
-    if len(split.train) < cfg.train.identities_per_batch:
-        raise DatasetError(f"the training split has {len(split.train)} usable identities, fewer than "
+    train_shards = shard_paths(manifest, split.train)
+    train_images = sum(aligned[n] for n in split.train)
+    if cfg.data.extra_source:
+        cfg.data.extra_source = resolve_path(cfg.data.extra_source)
+        extra = prepare(cfg.data.extra_source, cfg.data.cache_dir, size, False, 0, cfg.data.prepare_workers,
+                        cfg.ray.address, progress)
+        extra_names = sorted(n for n, e in extra["identities"].items() if e["aligned"] >= 1)
+        train_shards += shard_paths(extra, extra_names)
+        train_images += sum(extra["identities"][n]["aligned"] for n in extra_names)
+    if len(train_shards) < cfg.train.identities_per_batch:
+        raise DatasetError(f"the training split has {len(train_shards)} usable identities, fewer than "
                            f"train.identities_per_batch={cfg.train.identities_per_batch}")
     name = cfg.train.run_name or f"{Path(config_path).stem if config_path else 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = (Path(cfg.train.out_dir) / name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = {
         "config": cfg.to_dict(), "run_dir": str(run_dir), "run_name": name, "image_size": size,
-        "manifest": str(Path(manifest["dir"]) / "manifest.json"), "data_fingerprint": manifest["fingerprint"],
+        "manifest": manifest["path"], "data_fingerprint": manifest["fingerprint"],
         "data_counts": manifest["counts"], "split": split.to_dict(),
-        "shards": {part: shard_paths(manifest, getattr(split, part)) for part in ("train", "val", "test")},
-        "train_images": sum(aligned[n] for n in split.train),
+        "shards": {"train": train_shards, "val": shard_paths(manifest, split.val), "test": shard_paths(manifest, split.test)},
+        "train_images": train_images,
     }
+    # Sets evaluated after every epoch (metrics "<name>_accuracy", ...); callers may add more.
+    plan["eval_sets"] = {"val": plan["shards"]["val"]} if split.val else {}
     cfg.save(run_dir / "config.yaml")
     (run_dir / "plan.json").write_text(json.dumps(plan, indent=1))
     return plan
@@ -167,8 +178,9 @@ def train_worker(plan: dict) -> dict:
     flops_per_image = forward_flops(model, size)
     gpus = world if cfg.ray.use_gpu else 0
     tracker = _chief_tracker(plan, cfg) if is_chief else None
-    val_data = pipeline.ordered_images(plan["shards"]["val"], size, cfg.eval.eval_batch_size) \
-        if plan["shards"]["val"] else None
+    eval_sets = {name: pipeline.ordered_images(shards, size, cfg.eval.eval_batch_size)
+                 for name, shards in plan.get("eval_sets", {}).items() if shards}
+    stop_when = config_lib.parse_stop_when(t.stop_when)
     metrics: dict = dict(state.get("metrics", {}))
 
     for epoch in range(start_epoch, t.epochs):
@@ -192,8 +204,8 @@ def train_worker(plan: dict) -> dict:
         metrics = {"epoch": epoch, "loss": loss_sum / steps, "active_triplet_fraction": active_sum / steps,
                    "input_wait_fraction": input_wait / max(epoch_compute.wall_seconds, 1e-9),
                    **epoch_compute.as_metrics("compute/epoch_"), **counters.as_metrics("compute/total_")}
-        if val_data is not None:
-            metrics.update({f"val_{k}": v for k, v in evaluate_split(model, val_data, cfg.eval).items()})
+        for name, data in eval_sets.items():
+            metrics.update({f"{name}_{k}": v for k, v in evaluate_split(model, data, cfg.eval).items()})
         if is_chief:
             print(f"epoch {epoch + 1}/{t.epochs}: " + ", ".join(
                 f"{k}={metrics[k]:.4g}" for k in ("loss", "active_triplet_fraction", "val_accuracy", "val_val", "val_auc")
@@ -207,9 +219,9 @@ def train_worker(plan: dict) -> dict:
             from ray.train import Checkpoint
 
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(ckpt)) if is_chief else None)
-        if t.target_val_accuracy and metrics.get("val_accuracy", 0.0) >= t.target_val_accuracy:
+        if stop_when and all(metrics.get(name, float("-inf")) >= value for name, value in stop_when):
             if is_chief:
-                print(f"reached val_accuracy {metrics['val_accuracy']:.4f} >= {t.target_val_accuracy}: stopping")
+                print(f"stopping after epoch {epoch + 1}: {t.stop_when} holds", flush=True)
             break
 
     # Reading batch-norm statistics is a collective under MultiWorkerMirroredStrategy: every worker

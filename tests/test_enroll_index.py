@@ -1,0 +1,56 @@
+"""Search: the exact index against brute force, FAISS (HNSW and IVF-Flat) recall against exact."""
+import numpy as np
+import pytest
+
+from enroll.index import ExactIndex, FaissIndex, normalise, recall_at_1, top_people
+
+
+def unit(n, dim=128, seed=0):
+    return normalise(np.random.default_rng(seed).normal(size=(n, dim)))
+
+
+def probes(gallery, n, noise=0.06, seed=1):
+    """Noisy copies of enrolled vectors (~0.6 away), as a new photo of an enrolled person."""
+    rng = np.random.default_rng(seed)
+    return normalise(gallery[rng.integers(0, len(gallery), n)] + rng.normal(scale=noise, size=(n, gallery.shape[1])))
+
+
+def test_exact_index_matches_brute_force():
+    gallery, queries = unit(500, 16), unit(20, 16, seed=3)
+    dist, rows = ExactIndex().build(gallery).search(queries, 5)
+    brute = np.linalg.norm(queries[:, None] - gallery[None], axis=2)
+    np.testing.assert_array_equal(rows, np.argsort(brute, axis=1)[:, :5])
+    np.testing.assert_allclose(dist, np.sort(brute, axis=1)[:, :5], atol=1e-5)
+
+
+def test_exact_index_with_fewer_vectors_than_k_and_empty():
+    dist, rows = ExactIndex().build(unit(2, 8)).search(unit(1, 8, seed=5), 4)
+    assert list(rows[0, 2:]) == [-1, -1] and np.isinf(dist[0, 2:]).all() and (rows[0, :2] >= 0).all()
+    dist, rows = ExactIndex().build(np.zeros((0, 8))).search(unit(1, 8), 3)
+    assert (rows == -1).all() and np.isinf(dist).all()
+
+
+@pytest.mark.parametrize("method", ["hnsw", "ivf"])
+def test_faiss_recall_against_exact(method):
+    pytest.importorskip("faiss")
+    gallery = unit(20_000)
+    exact, approx = ExactIndex().build(gallery), FaissIndex(method).build(gallery)
+    queries = probes(gallery, 300)
+    assert recall_at_1(approx, exact, queries) >= 0.95
+    assert recall_at_1(exact, exact, queries) == 1.0
+    dist, rows = approx.search(queries[:10], 3)
+    np.testing.assert_allclose(dist[:, 0], np.linalg.norm(gallery[rows[:, 0]] - queries[:10], axis=1), atol=1e-4)
+
+
+def test_top_people_takes_each_persons_closest_face():
+    gallery = unit(60, 8)
+    names = [f"person{i // 10}" for i in range(60)]  # ten faces each: hits crowd the first ranks
+    index = ExactIndex().build(gallery, names)
+    query = gallery[0:1]
+    people = top_people(index, query, 4)
+    assert [n for n, _ in people][0] == "person0" and people[0][1] == pytest.approx(0, abs=1e-3)
+    assert len({n for n, _ in people}) == 4
+    brute = np.linalg.norm(gallery - query, axis=1)
+    for name, d in people:
+        assert d == pytest.approx(min(brute[i] for i, n in enumerate(names) if n == name), abs=1e-5)
+    assert len(top_people(index, query, 100)) == 6
