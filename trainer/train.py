@@ -30,8 +30,12 @@ from trainer.prepare import DatasetError
 
 
 # ----------------------------------------------------------------------------- driver: plan a run
-def plan_run(cfg: Config, config_path: str | None, progress: bool = True) -> dict:
-    """Prepare data, split identities and create the run directory; return the JSON-able plan."""
+def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=None) -> dict:
+    """Prepare data, split identities and create the run directory; return the JSON-able plan.
+
+    ``split`` (a ``splits.Split``) fixes which identities train, validate and test, for
+    experiments that compare runs on changing data; by default the seeded split of the config.
+    """
     from trainer.models import NATIVE_INPUT_SIZE
     from trainer.prepare import prepare
     from trainer.splits import shard_paths, split_identities
@@ -44,8 +48,9 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True) -> dic
     manifest = prepare(cfg.data.source, cfg.data.cache_dir, size, cfg.data.align, cfg.data.max_identities,
                        cfg.data.prepare_workers, cfg.ray.address, progress)
     aligned = {name: entry["aligned"] for name, entry in manifest["identities"].items()}
-    split = split_identities(aligned, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed,
-                             cfg.data.min_images_per_identity)
+    if split is None:
+        split = split_identities(aligned, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed,
+                                 cfg.data.min_images_per_identity)
     train_shards = shard_paths(manifest, split.train)
     train_images = sum(aligned[n] for n in split.train)
     if cfg.data.extra_source:

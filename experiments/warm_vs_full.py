@@ -1,0 +1,168 @@
+"""Full retraining (N, N_prim) versus warm-start adaptive retraining (N_adpt) when the people change.
+
+    python experiments/warm_vs_full.py --config experiments/warm_vs_full.yaml
+    python experiments/warm_vs_full.py --config experiments/smoke.yaml --new 4      # a quick look
+
+The seed documents' experiment, on real faces:
+  (1) train from scratch on a base set of identities                       -> {w}_orig, N
+  (2) change the classes: add ``--new`` identities and replace one base identity's photos with
+      other photos of that person; train from scratch on the changed set   -> {w}_prim, N_prim
+  (3) warm-start from {w}_orig on the changed set until it reaches {w}_prim's accuracy on the
+      validation identities and on the changed identities (each within 0.5 points) -> N_adpt
+
+Identities are split once: held-out validation and test identities (never trained), base, and
+new. The three datasets are folders of symlinks, so faces are aligned once. Every epoch evaluates
+"val" (held-out people), "old" (a fixed sample of base people, to see forgetting) and "new" (the
+added people and the replaced identity). One MLflow parent run holds the three child runs; the
+table (steps, images, FLOPs, seconds, accuracies) and a plot of accuracy against training FLOPs
+are logged to it and written to ``experiments/results/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import trainer  # noqa: E402,F401  (tf-keras before TensorFlow)
+from trainer import checkpoints, config as config_lib, train, tracking  # noqa: E402
+from trainer.prepare import list_identity_folder  # noqa: E402
+from trainer.splits import Split, shard_paths, split_identities  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TOLERANCE = 0.005  # "equal accuracy": within half a point
+
+
+def build_roots(root: Path, work: Path, cfg, new_count: int, seed: int):
+    """Symlinked base/changed identity folders and the fixed split shared by the three runs."""
+    identities, _ = list_identity_folder(root)
+    held = split_identities({n: len(f) for n, f in identities.items()}, cfg.data.val_fraction,
+                            cfg.data.test_fraction, cfg.data.split_seed, cfg.data.min_images_per_identity)
+    pool = [held.train[i] for i in np.random.default_rng(seed).permutation(len(held.train))]
+    new, base = sorted(pool[:new_count]), sorted(pool[new_count:])
+    replaced = max(base, key=lambda n: len(identities[n]))  # enough photos to split in two
+    photos = identities[replaced]
+    before, after = photos[: len(photos) // 2], photos[len(photos) // 2:]
+    for name, people in (("base", base), ("changed", base + new)):
+        out = work / name
+        out.mkdir(parents=True, exist_ok=True)
+        for person in people + held.val + held.test:
+            folder = out / person
+            folder.mkdir(exist_ok=True)
+            files = (before if name == "base" else after) if person == replaced else identities[person]
+            for photo in files:
+                link = folder / photo.name
+                if not link.exists():
+                    link.symlink_to(photo.resolve())
+    old_sample = [base[i] for i in np.random.default_rng(seed + 1).permutation(len(base))[:40] if base[i] != replaced]
+    return {"base": base, "new": new, "replaced": replaced, "val": held.val, "test": held.test, "old_sample": old_sample}
+
+
+def run_one(cfg, label: str, source: Path, people: dict, parent_run_id: str, init_from: str = "") -> dict:
+    cfg = config_lib.from_dict(cfg.to_dict())
+    cfg.data.source, cfg.train.run_name = str(source), f"warm_vs_full-{label}"
+    train_people = people["base"] if label == "N" else people["base"] + people["new"]
+    split = Split(sorted(train_people), people["val"], people["test"])
+    plan = train.plan_run(cfg, None, split=split)
+    manifest = json.loads(Path(plan["manifest"]).read_text())
+    plan["eval_sets"] = {"val": plan["shards"]["val"],
+                         "old": shard_paths(manifest, people["old_sample"]),
+                         "new": shard_paths(manifest, sorted(people["new"] + [people["replaced"]]))}
+    plan.update(init_from=init_from, parent_run_id=parent_run_id)
+    train._open_tracking(plan, cfg)
+    results = train.launch(plan, cfg)
+    history = [json.loads((d / "state.json").read_text())["metrics"]
+               for d in sorted((Path(plan["run_dir"]) / "checkpoints").glob("epoch-*"))]
+    return {"label": label, "run_dir": plan["run_dir"], "mlflow_run_id": plan["mlflow_run_id"],
+            "compute": results["compute"], "final": results["last_epoch"], "test": results.get("test", {}),
+            "history": [{k: h[k] for k in ("epoch", "compute/total_train_flops", "compute/total_steps",
+                                            "val_accuracy", "old_accuracy", "new_accuracy")} for h in history]}
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4))
+    FigureCanvasAgg(figure)
+    for axis, metric, title in zip(figure.subplots(1, 3), ("val_accuracy", "new_accuracy", "old_accuracy"),
+                                   ("held-out identities", "new + replaced identities", "old identities (sample)")):
+        for run in runs:
+            flops = [h["compute/total_train_flops"] / 1e12 for h in run["history"]]
+            axis.plot(flops, [h[metric] for h in run["history"]], marker=".", label=run["label"])
+        axis.set(title=title, xlabel="training TFLOPs", ylabel="10-fold pair accuracy")
+        axis.grid(alpha=0.3)
+    figure.axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def table(runs: list[dict]) -> str:
+    prim = next(r for r in runs if r["label"] == "N_prim")["compute"]
+    rows = ["| run | steps | images | train FLOPs | seconds | val acc | new acc | old acc | test acc | compute vs N_prim |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in runs:
+        c, f = r["compute"], r["final"]
+        rows.append(f"| {r['label']} | {c['steps']} | {c['images']} | {c['train_flops']:.3g} | {c['wall_seconds']:.0f} | "
+                    f"{f['val_accuracy']:.3f} | {f['new_accuracy']:.3f} | {f['old_accuracy']:.3f} | "
+                    f"{r['test'].get('accuracy', float('nan')):.3f} | {c['train_flops'] / prim['train_flops']:.3f} |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--new", type=int, default=30, help="identities added in the change")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=Path(".facenet/warm_vs_full"))
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    import mlflow
+
+    cfg = config_lib.load(args.config, args.set)
+    root = Path(config_lib.resolve_path(cfg.data.source))
+    people = build_roots(root, args.work.resolve(), cfg, args.new, args.seed)
+    parent = tracking.start(tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.experiment,
+                            "warm_vs_full")
+    mlflow.log_params({"new_identities": args.new, "base_identities": len(people["base"]),
+                       "replaced_identity": people["replaced"], **cfg.flat()})
+    parent_id = parent.info.run_id
+    mlflow.end_run()
+
+    runs = [run_one(cfg, "N", args.work.resolve() / "base", people, parent_id)]
+    runs.append(run_one(cfg, "N_prim", args.work.resolve() / "changed", people, parent_id))
+    prim = runs[-1]["final"]
+    warm = config_lib.from_dict(cfg.to_dict())
+    warm.train.stop_when = (f"val_accuracy>={prim['val_accuracy'] - TOLERANCE:.4f},"
+                            f"new_accuracy>={prim['new_accuracy'] - TOLERANCE:.4f}")
+    orig = str(checkpoints.latest_checkpoint(runs[0]["run_dir"]))
+    runs.append(run_one(warm, "N_adpt", args.work.resolve() / "changed", people, parent_id, init_from=orig))
+
+    args.results.mkdir(parents=True, exist_ok=True)
+    plot(runs, args.results / "warm_vs_full.png")
+    adpt, prim_c = runs[2]["compute"], runs[1]["compute"]
+    summary = {"runs": runs, "people": {k: (v if k == "replaced" else len(v)) for k, v in people.items()},
+               "n_adpt_over_n_prim": adpt["train_flops"] / prim_c["train_flops"],
+               "reached_target": all(runs[2]["final"][k] >= prim[k] - TOLERANCE for k in ("val_accuracy", "new_accuracy")),
+               "old_not_worse": runs[2]["final"]["old_accuracy"] >= runs[0]["final"]["old_accuracy"] - TOLERANCE,
+               "command": "python experiments/warm_vs_full.py " + " ".join(sys.argv[1:])}
+    (args.results / "warm_vs_full.json").write_text(json.dumps(summary, indent=1))
+    (args.results / "warm_vs_full.md").write_text(table(runs) + "\n")
+    tracking.start(tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.experiment, "", run_id=parent_id)
+    mlflow.log_metrics({"N_adpt_over_N_prim": summary["n_adpt_over_n_prim"],
+                        **{f"{r['label']}_train_flops": r["compute"]["train_flops"] for r in runs}})
+    for name in ("warm_vs_full.png", "warm_vs_full.json", "warm_vs_full.md"):
+        mlflow.log_artifact(str(args.results / name))
+    mlflow.end_run()
+    print(table(runs))
+    print(f"N_adpt / N_prim = {summary['n_adpt_over_n_prim']:.3f}; reached target: {summary['reached_target']}; "
+          f"old identities not worse: {summary['old_not_worse']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
