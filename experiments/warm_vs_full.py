@@ -46,10 +46,12 @@ def build_roots(root: Path, work: Path, cfg, new_count: int, seed: int):
     replaced = max(base, key=lambda n: len(identities[n]))  # enough photos to split in two
     photos = identities[replaced]
     before, after = photos[: len(photos) // 2], photos[len(photos) // 2:]
-    for name, people in (("base", base), ("changed", base + new)):
+    # Both folders hold every person (the split decides who trains), so N is also measured on the
+    # people it never saw; they differ in the replaced identity's photos.
+    for name in ("base", "changed"):
         out = work / name
         out.mkdir(parents=True, exist_ok=True)
-        for person in people + held.val + held.test:
+        for person in base + new + held.val + held.test:
             folder = out / person
             folder.mkdir(exist_ok=True)
             files = (before if name == "base" else after) if person == replaced else identities[person]
