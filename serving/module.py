@@ -59,12 +59,13 @@ def gallery_arrays(embeddings, names, dim: int) -> tuple[np.ndarray, np.ndarray,
 class FaceNetServing(tf.Module):
     """Serving signatures around ``model`` (pixels in [0, 255] -> L2-normalised embeddings)."""
 
-    def __init__(self, model):
+    def __init__(self, model, image_size: int | None = None):
         super().__init__(name="facenet_serving")
-        self.image_size = int(model.input_shape[1])
+        self.image_size = int(image_size or model.input_shape[1])
         self.embedding_dim = int(model.output_shape[-1])
-        # Only the network's variables are tracked, not the Keras model: saving a tracked Keras
-        # model would also serialise every layer's call trace, which costs seconds per export.
+        # Only the network's variables are tracked, not the Keras model: a tracked Keras model
+        # also gets tf_keras's SavedModel extras (per-layer metadata and call traces) written at
+        # every export, which nothing here or in TF-Serving reads.
         self.network_variables = list(model.variables)
         self._model = lambda x: model(x, training=False)
         self.top_k = tf.Variable(5, trainable=False, name="top_k")
@@ -77,8 +78,15 @@ class FaceNetServing(tf.Module):
         self.meta_keys = tf.Variable(tf.zeros([0], tf.string), trainable=False, shape=[None], name="meta_keys")
         self.meta_values = tf.Variable(tf.zeros([0], tf.string), trainable=False, shape=[None],
                                        name="meta_values")
+        # Traced once, here, as concrete functions: handed tf.functions, tf.saved_model.save
+        # would trace every signature again at every save. The traces hold the network's
+        # variables, not the Keras model, which is let go so that a cache of modules keyed by
+        # (weak references to) models can release them.
+        self.traced = self._trace()
+        self._model = None
 
-    def set_gallery(self, embeddings, names, threshold: float, top_k: int = 5) -> None:
+    def set_gallery(self, embeddings, names, threshold: float, top_k: int = 5) -> tuple[int, int]:
+        """Replace the gallery; returns (faces, people)."""
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         emb, person, people = gallery_arrays(embeddings, names, self.embedding_dim)
@@ -87,6 +95,7 @@ class FaceNetServing(tf.Module):
         self.gallery_person.assign(person)
         self.people.assign(tf.constant(people.tolist() if len(people) else [], tf.string))
         self.threshold.assign(float(threshold))
+        return len(emb), len(people)
 
     def set_metadata(self, metadata: dict) -> None:
         """Everything under key ``all`` as one JSON object, and each key on its own."""
@@ -124,38 +133,34 @@ class FaceNetServing(tf.Module):
         neg, index = tf.math.top_k(-per_person, k=tf.minimum(self.top_k, people))
         distances = tf.sqrt(-neg)
         nearest = tf.concat([distances, tf.fill([tf.shape(query)[0], 1], np.inf)], axis=1)[:, 0]
-        return {"names": tf.gather(self.people, index), "distances": distances,
-                "unknown": tf.logical_not(nearest <= self.threshold)}
+        # An empty gallery knows nobody, even without a threshold (threshold inf = closed set).
+        unknown = tf.logical_or(tf.equal(people, 0), tf.logical_not(nearest <= self.threshold))
+        return {"names": tf.gather(self.people, index), "distances": distances, "unknown": unknown}
 
     # ---------------------------------------------------------------- signatures
-    @tf.function(input_signature=[IMAGES])
-    def embed(self, images):
-        return self._embed(images)
-
-    @tf.function(input_signature=[IMAGES_UINT8])
-    def embed_uint8(self, images):
+    def _embed_uint8(self, images):
         return self._embed(tf.cast(images, tf.float32))
 
-    @tf.function(input_signature=[IMAGE_BYTES])
-    def embed_jpeg(self, image_bytes):
+    def _embed_jpeg(self, image_bytes):
         return self._embed(self._decode(image_bytes))
 
-    @tf.function(input_signature=[IMAGES])
-    def identify(self, images):
-        return self._identify(images)
-
-    @tf.function(input_signature=[IMAGE_BYTES])
-    def identify_jpeg(self, image_bytes):
+    def _identify_jpeg(self, image_bytes):
         return self._identify(self._decode(image_bytes))
 
-    @tf.function(input_signature=[KEYS])
-    def metadata(self, keys):
+    def _metadata(self, keys):
         match = tf.equal(keys[:, tf.newaxis], self.meta_keys[tf.newaxis])
         found = tf.reduce_any(match, axis=1)
         index = tf.where(found, tf.argmax(tf.cast(match, tf.int32), axis=1, output_type=tf.int32),
                          tf.shape(self.meta_keys)[0])
         return {"values": tf.gather(tf.concat([self.meta_values, [""]], 0), index)}
 
+    def _trace(self) -> dict:
+        functions = {"serving_default": (self._embed, IMAGES), "embed_uint8": (self._embed_uint8, IMAGES_UINT8),
+                     "embed_jpeg": (self._embed_jpeg, IMAGE_BYTES), "identify": (self._identify, IMAGES),
+                     "identify_jpeg": (self._identify_jpeg, IMAGE_BYTES), "metadata": (self._metadata, KEYS)}
+        return {name: tf.function(fn, input_signature=[spec]).get_concrete_function()
+                for name, (fn, spec) in functions.items()}
+
     def signatures(self) -> dict:
-        return {"serving_default": self.embed, "embed_uint8": self.embed_uint8, "embed_jpeg": self.embed_jpeg,
-                "identify": self.identify, "identify_jpeg": self.identify_jpeg, "metadata": self.metadata}
+        """The concrete signature functions, for ``tf.saved_model.save(..., signatures=...)``."""
+        return dict(self.traced)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -80,7 +80,10 @@ def publish(base_path: str | Path, model_name: str, write: Callable[[Path, int],
                          f"got {version!r}")
     target = version or latest + 1
     while True:
-        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{target}-", dir=root))
+        # Not mkdtemp: its mode 0700 would survive the rename and hide the version from a server
+        # running as another user; mkdir honours the umask like every other file written.
+        tmp = root / f"{TMP_PREFIX}{target}-{secrets.token_hex(4)}"
+        tmp.mkdir()
         try:
             write(tmp, target)
             if _renamed(tmp, root / str(target)):

@@ -54,3 +54,13 @@ def test_top_people_takes_each_persons_closest_face():
     for name, d in people:
         assert d == pytest.approx(min(brute[i] for i, n in enumerate(names) if n == name), abs=1e-5)
     assert len(top_people(index, query, 100)) == 6
+
+
+def test_tune_effort_reaches_the_recall_target():
+    pytest.importorskip("faiss")
+    from enroll.index import tune_effort
+
+    gallery = unit(20_000, seed=4)
+    exact, approx = ExactIndex().build(gallery), FaissIndex("hnsw", ef_search=4).build(gallery)
+    effort, recall = tune_effort(approx, exact, probes(gallery, 200, seed=5), target=0.99)
+    assert recall >= 0.99 and effort == approx.effort > 4

@@ -82,7 +82,7 @@ def test_valid_names(name):
 
 @pytest.mark.parametrize("name, message", [
     ("", "empty"), ("   \t", "whitespace"), ("a/b", "path separators"), ("a\\b", "path separators"),
-    ("a\x00b", "control"), ("line\nbreak", "control"), ("bell\x07", "control"), ("x" * 101, "limit is 100"),
+    ("..", "only dots"), ("a\x00b", "control"), ("line\nbreak", "control"), ("bell\x07", "control"), ("x" * 101, "limit is 100"),
 ])
 def test_invalid_names_are_refused_in_one_line(name, message, gallery):
     with pytest.raises(GalleryError, match=message) as err:
@@ -189,3 +189,16 @@ def test_eight_concurrent_processes_each_person_exactly_once(tmp_path):
     assert all(k == (1 if n.startswith("everyone") else 2) for n, k in people)
     assert g.check_consistency(model_version=1) == []
     assert len(list(Path(home, "crops").rglob("*.png"))) == 8 * 3 * 2 + 1
+
+
+def test_export_people_for_retraining(gallery, tmp_path):
+    from enroll.retrain import export_people
+
+    gallery.add_person("Zoë", faces("z"), {1: vectors(2)})
+    gallery.add_person("Bob", faces("b", 1), {1: vectors(1)})
+    gallery.remove_person("Bob")
+    version, written = export_people(gallery, tmp_path / "export")
+    assert version == 3 and written == {"Zoë": 2}
+    files = sorted((tmp_path / "export").rglob("*.png"))
+    assert [p.parent.name for p in files] == ["Zoë", "Zoë"]
+    assert {p.read_bytes() for p in files} == {png for png, _ in faces("z")}

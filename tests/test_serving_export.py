@@ -140,7 +140,10 @@ def test_warmup_requests_replay(setup):
 
 def test_versions_increase_and_partial_exports_stay_invisible(setup, tmp_path):
     model = setup["model"]
-    assert export(model, tmp_path).name == "1"
+    first = export(model, tmp_path)
+    assert first.name == "1"
+    (tmp_path / "probe").mkdir()  # a version is as readable as any directory (not mkdtemp's 0700)
+    assert first.stat().st_mode == (tmp_path / "probe").stat().st_mode
     # A crashed exporter's leftovers (hidden temp dir) and foreign dirs are never versions.
     partial = tmp_path / "facenet" / f"{versions.TMP_PREFIX}7-dead"
     (partial / "variables").mkdir(parents=True)

@@ -1,0 +1,265 @@
+"""``enroll``: one-shot enrolment, identify and verify against the production model.
+
+    enroll init --run runs/<run>                     register a trained run as the production model
+    enroll add-person "Ada Lovelace" a.jpg b.jpg     enrol (--append adds photos to someone enrolled)
+    enroll identify photo.jpg [--top-k 3]            who is it? ("unknown" beyond τ)
+    enroll verify photo.jpg --name "Ada Lovelace"    is it them?
+    enroll remove-person "Ada Lovelace"              forget them: crops, embeddings, everywhere
+    enroll list | enroll status
+
+``--json`` prints one JSON document on stdout instead of text; ``--home DIR`` overrides
+$FACENET_HOME (default ./.facenet). A refusal is one ``error: ...`` line on stderr and a non-zero
+exit (1; 2 for a malformed command line), never a traceback, and never leaves a partial change.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from enroll.gallery import GalleryError
+from enroll.memory import InMemoryGallery
+from enroll.models import resolve_home
+
+TF_COMMANDS = {"init", "add-person", "identify", "verify"}
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage and exit; we want one error line
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    common.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS, help="data directory ($FACENET_HOME)")
+    parser = _Parser(prog="enroll", parents=[common],
+                     description="One-shot face enrolment, identify and verify against the production model.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    p = sub.add_parser("init", parents=[common], help="register a trained run as the production model")
+    p.add_argument("--run", required=True, metavar="RUN_DIR")
+    p.add_argument("--far-target", type=float, default=1e-3, help="FAR at which τ is calibrated (default 1e-3)")
+    p = sub.add_parser("add-person", parents=[common], help="enrol a person from one or more photos")
+    p.add_argument("name", metavar="NAME", help="the person's name (any unicode; no / \\ or control characters)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="photos of the person, one face each")
+    p.add_argument("--append", action="store_true", help="add photos to a person already enrolled")
+    p.add_argument("--allow-several-faces", action="store_true", help="keep the largest face of group photos")
+    p.add_argument("--retrain", action="store_true", help="also request a warm-start retraining")
+    p = sub.add_parser("identify", parents=[common], help="who is in this photo?")
+    p.add_argument("image")
+    p.add_argument("--top-k", type=int, default=3)
+    p = sub.add_parser("verify", parents=[common], help="is this photo of NAME?")
+    p.add_argument("image")
+    p.add_argument("--name", required=True)
+    p = sub.add_parser("remove-person", parents=[common], help="delete a person and all their data")
+    p.add_argument("name", metavar="NAME")
+    sub.add_parser("list", parents=[common], help="enrolled people")
+    sub.add_parser("status", parents=[common], help="production model, gallery size, class changes, jobs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    as_json, home = getattr(args, "json", False), resolve_home(getattr(args, "home", None))
+    notes: list[str] = []
+    try:
+        with _quiet_native_logs(args.command in TF_COMMANDS):
+            result, text = COMMANDS[args.command](args, home, notes)
+        code = 0
+    except GalleryError as exc:
+        result, text, code = {"error": _line(exc), **_extra(exc)}, _photo_lines(getattr(exc, "photos", [])), 1
+        notes.append(f"error: {_line(exc)}")
+    except KeyboardInterrupt:
+        result, text, code = {"error": "interrupted"}, [], 130
+        notes.append("error: interrupted")
+    except Exception as exc:  # a bug or an environment problem: still one line, never a traceback
+        result, text, code = {"error": f"{type(exc).__name__}: {_line(exc)}"}, [], 1
+        notes.append(f"error: unexpected {type(exc).__name__}: {_line(exc)}")
+    try:
+        if as_json or text:
+            print(json.dumps(result, ensure_ascii=False) if as_json else "\n".join(text), flush=True)
+    except BrokenPipeError:  # `enroll list | head`: the reader left, which is not our error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    for note in notes:
+        print(note, file=sys.stderr)
+    return code
+
+
+def _line(exc) -> str:
+    return " ".join(str(exc).split("\n")).strip()
+
+
+def _extra(exc) -> dict:
+    return {"photos": exc.photos} if hasattr(exc, "photos") else {}
+
+
+def _photo_lines(photos: list[dict]) -> list[str]:
+    return [f"{'accepted' if p['accepted'] else 'rejected'}  {p['source']}" + (f": {p['reason']}" if p["reason"] else "")
+            for p in photos]
+
+
+@contextmanager
+def _quiet_native_logs(enabled: bool):
+    """TensorFlow's C++ runtime writes INFO lines (oneDNN, CUDA probing) straight to file
+    descriptor 2 on import whatever TF_CPP_MIN_LOG_LEVEL says; park fd 2 in a temp file while the
+    model and detector load and run, so stderr carries only our own lines. ENROLL_DEBUG=1 keeps them."""
+    if not enabled or os.environ.get("ENROLL_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _gallery(home: Path, create: bool = False):
+    """The home's gallery; an empty stand-in for read-only commands on a home not created yet,
+    so that `enroll list --home typo/` does not create directories."""
+    from enroll.store import SqliteGallery
+
+    if create or (home / "gallery.db").exists():
+        return SqliteGallery(home)
+    return InMemoryGallery()
+
+
+# ------------------------------------------------------------------------------- commands
+def cmd_init(args, home, notes):
+    from enroll.models import production_meta, register_run
+
+    if not Path(args.run).is_dir():
+        raise GalleryError(f"run directory not found: {args.run}")
+    if not 0 < args.far_target < 1:
+        raise GalleryError(f"--far-target must be between 0 and 1, got {args.far_target}")
+    version = register_run(args.run, home, args.far_target)
+    _, meta = production_meta(home)
+    with _gallery(home) as gallery:
+        faces = sum(n for _, n in gallery.list_people())
+    c = meta["calibration"]
+    how = (f"at FAR {meta['far_target']:g}" if meta["threshold_method"] == "far" else
+           f"best-accuracy threshold: FAR {meta['far_target']:g} is not resolvable with "
+           f"{c['different_pairs']} different-person pairs")
+    return {"version": version, "threshold": meta["threshold"], "threshold_method": meta["threshold_method"],
+            "far_target": meta["far_target"], "calibration": c, "faces_embedded": faces, "home": str(home)}, [
+        f"production model: version {version} ({meta['model_name']}, {meta['image_size']} px) in {home}",
+        f"τ = {meta['threshold']:.4f} ({how}; {c['pairs']} {c['split']} pairs)",
+        f"embedded {faces} enrolled faces with it"]
+
+
+def cmd_add_person(args, home, notes):
+    from enroll.models import production_meta
+    from enroll.retrain import request_retrain
+    from enroll.service import add_person
+
+    production_meta(home)  # "run enroll init" before touching anything else
+    with _gallery(home, create=True) as gallery:
+        report = add_person(gallery, home, args.name, args.images, append=args.append,
+                            allow_several=args.allow_several_faces)
+        if args.retrain:
+            job, message = request_retrain(home, f"add-person {report['name']}", gallery)
+            report["retrain"] = {"job": job, "message": message}
+    text = _photo_lines(report["photos"]) + [
+        f"enrolled {report['name']!r}: {_n(report['faces_added'], 'new face')}, {report['faces_total']} in all "
+        f"(model version {report['model_version']})"]
+    for other in report["lookalikes"]:
+        notes.append(f"warning: {report['name']!r} looks like {other['name']!r} (distance {other['distance']:.4f} "
+                     f"<= τ {report['threshold']:.4f}): the same person under two names?")
+    if "retrain" in report:
+        text.append(report["retrain"]["message"])
+    return report, text
+
+
+def cmd_identify(args, home, notes):
+    from enroll.service import identify
+
+    with _gallery(home) as gallery:
+        r = identify(gallery, home, args.image, args.top_k)
+    head = f"{r['name']}" + (f" (distance {r['distance']:.4f}, τ {r['threshold']:.4f})" if r["distance"] is not None else "")
+    lines = [head] + [f"  {i}. {c['name']}  {c['distance']:.4f}{'  within τ' if c['match'] else ''}"
+                      for i, c in enumerate(r["candidates"], 1)]
+    return r, lines + ([f"note: {r['note']}"] if r["note"] else [])
+
+
+def cmd_verify(args, home, notes):
+    from enroll.service import verify
+
+    with _gallery(home) as gallery:
+        r = verify(gallery, home, args.image, args.name)
+    return r, [f"match: {'yes' if r['match'] else 'no'} ({r['name']}, distance {r['distance']:.4f}, "
+               f"τ {r['threshold']:.4f})"] + ([f"note: {r['note']}"] if r["note"] else [])
+
+
+def cmd_remove_person(args, home, notes):
+    with _gallery(home) as gallery:
+        person = gallery.remove_person(args.name)
+    return {"removed": person.name, "faces": len(person.faces)}, [
+        f"removed {person.name!r}: {_n(len(person.faces), 'face')}, their crops and embeddings deleted"]
+
+
+def cmd_list(args, home, notes):
+    with _gallery(home) as gallery:
+        people = gallery.list_people()
+    rows = [{"name": n, "faces": k} for n, k in people]
+    return {"people": rows}, [f"{n}  ({_n(k, 'face')})" for n, k in people] + [
+        f"{_n(len(people), 'person', 'people')}, {_n(sum(k for _, k in people), 'face')}"]
+
+
+def cmd_status(args, home, notes):
+    from enroll.models import ModelError, production_meta
+
+    try:
+        version, meta = production_meta(home)
+    except ModelError as exc:
+        version, meta = None, {"problem": str(exc)}
+    with _gallery(home) as gallery:
+        people = gallery.list_people()
+        changes = gallery.changes_since(meta.get("gallery_version", 0)) if version else []
+        jobs = gallery.jobs()
+    status = {"home": str(home), "production_version": version, "threshold": meta.get("threshold"),
+              "threshold_method": meta.get("threshold_method"), "people": len(people),
+              "faces": sum(k for _, k in people), "source_run": meta.get("source_run"),
+              "class_changes_since_production": [{"seq": c.seq, "kind": c.kind, "name": c.name} for c in changes],
+              "jobs": [{"id": j.id, "kind": j.kind, "state": j.state, "detail": j.detail} for j in jobs]}
+    kinds = {k: sum(c.kind == k for c in changes) for k in ("add", "append", "remove")}
+    lines = [f"home: {home}",
+             f"production model: version {version}, τ {meta['threshold']:.4f} ({meta['threshold_method']}), "
+             f"from {meta.get('source_run')}" if version else f"production model: none ({meta['problem']})",
+             f"gallery: {_n(status['people'], 'person', 'people')}, {_n(status['faces'], 'face')}",
+             f"class changes since the production model: {len(changes)} "
+             f"({', '.join(f'{n} {k}' for k, n in kinds.items())})",
+             f"jobs: {len(jobs)}"] + [f"  #{j.id} {j.kind}: {j.state}" + (f" ({j.detail})" if j.detail else "") for j in jobs]
+    return status, lines
+
+
+def _n(count: int, one: str, many: str = "") -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
+COMMANDS = {"init": cmd_init, "add-person": cmd_add_person, "identify": cmd_identify, "verify": cmd_verify,
+            "remove-person": cmd_remove_person, "list": cmd_list, "status": cmd_status}
+
+if __name__ == "__main__":
+    sys.exit(main())

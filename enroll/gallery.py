@@ -1,0 +1,136 @@
+"""The gallery contract: who is enrolled, their aligned face crops and one embedding per face and
+model version, the log of class changes and the jobs table.
+
+Two implementations share this duck type: ``store.SqliteGallery`` (the durable default) and
+``memory.InMemoryGallery`` (tests, notebooks); both are importable from ``enroll.store``.
+Embeddings are kept per model version so that a new production model can be filled in beside the
+old one and switched to only once complete (``switch_if_complete``): identify never mixes vectors
+of two models.
+"""
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+MAX_NAME_LENGTH = 100
+CHANGE_KINDS = ("add", "append", "remove")
+
+
+class GalleryError(ValueError):
+    """A refused gallery operation; the message is one line and names what to do instead."""
+
+
+@dataclass(frozen=True)
+class Face:
+    id: int
+    sha256: str  # of the PNG crop: the crop's file name under crops/
+    source: str  # the photo's file name as given at enrolment
+    created: float
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    created: float
+    faces: tuple[Face, ...]
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int  # increasing; ``changes_since(seq)`` is everything after it
+    kind: str  # add | append | remove
+    name: str
+    created: float
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    state: str
+    params: dict = field(default_factory=dict)
+    detail: str = ""
+    created: float = 0.0
+    updated: float = 0.0
+
+
+class Gallery(Protocol):
+    def add_person(self, name: str, faces: list[tuple[bytes, str]], embeddings: dict[int, np.ndarray], *,
+                   append: bool = False, guard: Callable[[], None] | None = None) -> Person: ...
+    def remove_person(self, name: str) -> Person: ...
+    def get(self, name: str) -> Person | None: ...
+    def list_people(self) -> list[tuple[str, int]]: ...
+    def embeddings(self, model_version: int) -> tuple[list[str], np.ndarray]: ...
+    def set_embeddings(self, model_version: int, vectors: dict[int, np.ndarray]) -> int: ...
+    def faces_without(self, model_version: int) -> list[Face]: ...
+    def crop(self, sha256: str) -> bytes: ...
+    def switch_if_complete(self, model_version: int, switch: Callable[[], None]) -> bool: ...
+    def record_change(self, kind: str, name: str) -> int: ...
+    def changes_since(self, seq: int) -> list[Change]: ...
+    def gallery_version(self) -> int: ...
+    def add_job(self, kind: str, params: dict | None = None, state: str = "requested") -> int: ...
+    def update_job(self, job_id: int, state: str, detail: str = "") -> None: ...
+    def jobs(self) -> list[Job]: ...
+    def check_consistency(self, model_version: int | None = None) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+def validate_name(name: str) -> str:
+    """The stored form of a person's name (NFC, outer spaces stripped), or GalleryError saying why not.
+
+    Names end up in one-line CLI output, JSON, change logs and (exported for retraining) folder
+    names, so anything that could break a line or pose as a path is refused; any other unicode is
+    fine. NFC makes "é" typed either way the
+    same person rather than two look-alike entries.
+    """
+    if not isinstance(name, str):
+        raise GalleryError("name must be text")
+    cleaned = unicodedata.normalize("NFC", name).strip()
+    if not cleaned:
+        raise GalleryError("name is empty" if not name else "name is only whitespace")
+    if "/" in cleaned or "\\" in cleaned:
+        raise GalleryError(f"name may not contain path separators (/ or \\): {cleaned!r}")
+    if set(cleaned) == {"."}:  # names become folder names when the gallery is exported for training
+        raise GalleryError(f"name may not be only dots: {cleaned!r}")
+    bad = [c for c in cleaned if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+    if bad:
+        raise GalleryError(f"name may not contain control characters ({', '.join(f'U+{ord(c):04X}' for c in bad[:3])})")
+    if len(cleaned) > MAX_NAME_LENGTH:
+        raise GalleryError(f"name is {len(cleaned)} characters long, the limit is {MAX_NAME_LENGTH}")
+    return cleaned
+
+
+def check_new_faces(faces, embeddings, expected_dims: dict[int, int]) -> dict[int, np.ndarray]:
+    """Validate an ``add_person`` payload before anything is written; returns float32 matrices."""
+    if not faces:
+        raise GalleryError("no faces given: a person needs at least one accepted photo")
+    if not embeddings:
+        raise GalleryError("no embeddings given: every face needs one per model version")
+    out = {}
+    for version, matrix in embeddings.items():
+        matrix = np.asarray(matrix, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[0] != len(faces):
+            raise GalleryError(f"model version {version}: expected {len(faces)} embedding rows, got shape {matrix.shape}")
+        if not np.isfinite(matrix).all():
+            raise GalleryError(f"model version {version}: embeddings contain NaN or infinity")
+        if expected_dims.get(version, matrix.shape[1]) != matrix.shape[1]:
+            raise GalleryError(f"model version {version} has {expected_dims[version]}-d embeddings, got {matrix.shape[1]}-d")
+        out[int(version)] = matrix
+    return out
+
+
+def crop_sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_presence(name: str, existing: Person | None, append: bool) -> None:
+    """Refuse a duplicate enrolment, or an append to nobody, with the fix in the message."""
+    if existing and not append:
+        raise GalleryError(f"{name!r} is already enrolled ({len(existing.faces)} faces); "
+                           "use --append to add photos to them, or choose another name")
+    if append and not existing:
+        raise GalleryError(f"no person named {name!r} is enrolled, so there is nothing to append to; drop --append")

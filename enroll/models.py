@@ -1,0 +1,213 @@
+"""Production models: register a trained run as version N, calibrate τ, switch PRODUCTION safely.
+
+Layout (enroll/layout.md): ``models/<N>/model`` (Keras SavedModel) + ``models/<N>/meta.json`` and a
+``PRODUCTION`` file holding N. ``register_run`` fills in every enrolled face's embedding for N
+*before* PRODUCTION names N, and makes the switch under the gallery's write lock once no face
+lacks a version-N vector, while enrolments check (``guard``) that the model they embedded with is
+still the production one. Hence every face always has a vector for the production version and
+identify never compares vectors of two models.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import enroll  # noqa: F401  (tf-keras before TensorFlow)
+from enroll.crops import decode_png
+from enroll.gallery import GalleryError
+
+DEFAULT_HOME = ".facenet"
+_LOADED: dict[Path, tuple[int, dict, object]] = {}  # home -> (version, meta, model), per process
+
+
+class ModelError(GalleryError):
+    """No usable production model, or a run that cannot become one; one-line message."""
+
+
+class StaleModel(GalleryError):
+    """The production model changed while an enrolment was computing its embeddings."""
+
+
+def resolve_home(home: str | os.PathLike | None = None) -> Path:
+    return Path(home or os.environ.get("FACENET_HOME") or DEFAULT_HOME).expanduser().resolve()
+
+
+def production_version(home) -> int | None:
+    try:
+        return int((resolve_home(home) / "PRODUCTION").read_text().strip())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        raise ModelError(f"{resolve_home(home) / 'PRODUCTION'} does not hold a version number") from None
+
+
+def production_meta(home) -> tuple[int, dict]:
+    """(version, meta.json) of the production model, without loading the model."""
+    home = resolve_home(home)
+    version = production_version(home)
+    if version is None:
+        raise ModelError(f"no production model in {home} yet: run `enroll init --run RUN_DIR` first")
+    try:
+        return version, json.loads((home / "models" / str(version) / "meta.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"production model {version} is unreadable ({exc.__class__.__name__}); "
+                         "register a run again with `enroll init --run RUN_DIR`") from None
+
+
+def production(home) -> tuple[int, dict, object]:
+    """(version, meta, keras model) of the production model; loaded once per process and version."""
+    import tf_keras as keras
+
+    import trainer.models  # noqa: F401  (registers the custom layers the SavedModel names)
+
+    home = resolve_home(home)
+    version, meta = production_meta(home)
+    cached = _LOADED.get(home)
+    if cached is None or cached[0] != version:
+        model = keras.models.load_model(str(home / "models" / str(version) / "model"), compile=False)
+        _LOADED[home] = cached = (version, meta, model)
+    return cached
+
+
+def guard_for(home, version: int):
+    """A ``Gallery.add_person`` guard: refuse to commit vectors of a model no longer in production."""
+    def guard():
+        if production_version(home) != version:
+            raise StaleModel(f"production model changed from version {version} during the enrolment")
+    return guard
+
+
+def embed_pixels(model, pixels, batch_size: int = 128) -> np.ndarray:
+    """RGB uint8 crops (n, s, s, 3) -> L2-normalised float32 embeddings (n, d)."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if not len(pixels):
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    return np.concatenate([model(pixels[i:i + batch_size], training=False).numpy()
+                           for i in range(0, len(pixels), batch_size)]).astype(np.float32)
+
+
+def calibrate(model, cfg, plan, far_target: float) -> dict:
+    """τ on the run's validation identities (test identities if it has none) at ``far_target``.
+
+    FAR is only resolvable with at least 1/far_target different-person pairs; with fewer (small
+    validation splits) the best-accuracy threshold is used instead, and ``method`` says so.
+    """
+    from trainer import pipeline
+    from trainer.evaluate import embed, verification
+    from trainer.evaluation import lfw_protocol
+
+    split = "val" if plan["shards"].get("val") else "test"
+    if not plan["shards"].get(split):
+        raise ModelError("the run has no validation or test identities to calibrate τ on")
+    data = pipeline.ordered_images(plan["shards"][split], plan["image_size"], cfg.eval.eval_batch_size)
+    embeddings, identities, sources = embed(model, data)
+    folds = max(2, cfg.eval.folds)
+    # Enough pairs per fold for the FAR target to be resolvable when the split allows it.
+    per_fold = max(cfg.eval.pairs_per_fold, math.ceil(2 / (far_target * folds)))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "folds share identities" on small splits: expected here
+            _, dist, same = verification(embeddings, identities, sources, folds, per_fold, far_target)
+    except ValueError as exc:
+        raise ModelError(f"cannot calibrate τ on the run's {split} split: {exc}") from None
+    different = int((~same).sum())
+    best, accuracy = lfw_protocol.best_threshold(dist, same)
+    if different >= 1 / far_target:
+        threshold, method = lfw_protocol.threshold_at_far(dist, same, far_target), "far"
+    else:
+        threshold, method = best, "best_accuracy"
+    val, far = lfw_protocol.calculate_val_far(threshold, dist, same)
+    return {"threshold": float(threshold), "method": method, "split": split, "pairs": int(len(dist)),
+            "different_pairs": different, "val_at_threshold": val, "far_at_threshold": far,
+            "best_accuracy_threshold": float(best), "best_accuracy": float(accuracy)}
+
+
+def register_run(run_dir, home=None, far_target: float = 1e-3, gallery=None, gallery_version: int | None = None) -> int:
+    """Make a trained run the production model; returns its new version number.
+
+    ``gallery_version`` is the class-change sequence number the run's training data reflects:
+    ``enroll status`` counts the changes after it, i.e. what a retraining would have to learn or
+    forget. Default: the run plan's ``gallery_version`` (a retraining job records the gallery
+    snapshot it trained on there), else 0, since a run trained elsewhere has seen no gallery class.
+    """
+    from trainer import checkpoints
+    from enroll.store import SqliteGallery
+
+    home = resolve_home(home)
+    try:
+        model, cfg, plan = checkpoints.load_run(run_dir)
+        checkpoint = checkpoints.resolve_checkpoint(run_dir)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load run {run_dir}: {exc}") from None
+    calibration = calibrate(model, cfg, plan, far_target)
+    own_gallery = gallery is None
+    gallery = gallery if gallery is not None else SqliteGallery(home)
+    try:
+        meta = {"model_name": cfg.model.name, "image_size": int(plan["image_size"]),
+                "embedding_dim": int(model.output_shape[-1]), "threshold": calibration["threshold"],
+                "far_target": far_target, "threshold_method": calibration["method"], "calibration": calibration,
+                "source_run": str(Path(run_dir).resolve()), "source_checkpoint": str(checkpoint),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "gallery_version": int(plan.get("gallery_version", 0) if gallery_version is None else gallery_version)}
+        version = _store_model(home / "models", model, meta)
+        for _ in range(20):  # each pass embeds faces enrolled meanwhile; normally one pass
+            backfill(gallery, version, model, meta["image_size"])
+            if gallery.switch_if_complete(version, lambda: _write_production(home, version)):
+                return version
+        raise ModelError(f"could not complete embeddings for version {version}: enrolments keep arriving "
+                         "or crops are missing; run `enroll status` and try again")
+    finally:
+        if own_gallery:
+            gallery.close()
+
+
+def backfill(gallery, version: int, model, image_size: int) -> int:
+    """Embed every face that has no vector for ``version`` yet; returns vectors stored."""
+    stored = 0
+    faces = gallery.faces_without(version)
+    for start in range(0, len(faces), 256):
+        ids, crops = [], []
+        for face in faces[start:start + 256]:
+            try:
+                crops.append(decode_png(gallery.crop(face.sha256), image_size))
+                ids.append(face.id)
+            except GalleryError:
+                continue  # removed since faces_without was read
+        if ids:
+            stored += gallery.set_embeddings(version, dict(zip(ids, embed_pixels(model, np.stack(crops)))))
+    return stored
+
+
+def _store_model(models_dir: Path, model, meta: dict) -> int:
+    """Save under a staging name, then claim the next free version by renaming: a rename onto an
+    existing version directory fails, so two registrations never share a number."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    staging = models_dir / f".staging-{uuid.uuid4().hex[:8]}"
+    model.save(str(staging / "model"), include_optimizer=False, save_format="tf")
+    taken = [int(p.name) for p in models_dir.iterdir() if p.name.isdigit()]
+    version = max(taken, default=0) + 1
+    while True:
+        (staging / "meta.json").write_text(json.dumps({"version": version, **meta}, indent=1))
+        try:
+            os.rename(staging, models_dir / str(version))
+            return version
+        except OSError:
+            if not (models_dir / str(version)).exists():
+                raise
+            version += 1
+
+
+def _write_production(home: Path, version: int) -> None:
+    tmp = home / f"PRODUCTION.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "w") as f:
+        f.write(f"{version}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, home / "PRODUCTION")  # readers see the old number or the new one, never half

@@ -1,0 +1,227 @@
+"""Export an embedding model (+ an enrolled gallery) as a new TF-Serving version.
+
+    python -m serving.export --run runs/<run> --base-path exports [--name facenet]
+    python -m serving.export --home $FACENET_HOME        # production model + its gallery
+
+writes ``<base>/<name>/<version>/`` (see ``serving.versions``: versions only increase, written
+aside and renamed into place) holding a SavedModel with the signatures of ``serving.module``,
+``assets.extra/metadata.json`` (the ``metadata`` signature's content, for people and scripts) and
+``assets.extra/tf_serving_warmup_requests`` (TF-Serving replays them at load, so the first real
+request does not pay for graph initialisation).
+
+Enrolment changes only the gallery, never the network, so ``export`` keeps the traced serving
+module of each Keras model and a gallery update just assigns new gallery variables and saves
+again: no re-tracing, the same weights (the benchmark reports both costs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sqlite3
+import sys
+import threading
+import time
+import weakref
+from contextlib import closing
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from serving import versions
+from serving.models_config import write_models_config
+
+DEFAULT_TOP_K = 5
+_MODULES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def serving_module(model, image_size: int | None = None):
+    """The (cached) ``FaceNetServing`` of ``model``; ``image_size`` only for a model whose input
+    size is not fixed."""
+    from serving.module import FaceNetServing
+
+    fixed = model.input_shape[1]
+    if image_size and fixed and int(image_size) != fixed:
+        raise ValueError(f"image_size {image_size} differs from the model's fixed input size {fixed}")
+    if not (fixed or image_size):
+        raise ValueError("the model's input size is not fixed: pass image_size")
+    key = int(fixed or image_size)
+    cached = _MODULES.get(model)
+    if cached is None or cached.image_size != key:
+        cached = _MODULES[model] = FaceNetServing(model, image_size=key)
+    return cached
+
+
+def _write_warmup(directory: Path, model_name: str, image_size: int) -> None:
+    try:
+        from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    except ImportError:  # the [serving] extra is optional for exporting
+        return
+    import tensorflow as tf
+
+    extra = directory / "assets.extra"
+    with tf.io.TFRecordWriter(str(extra / "tf_serving_warmup_requests")) as writer:
+        for signature in ("serving_default", "identify"):
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
+            request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((1, image_size, image_size, 3), np.float32)))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def export(model, base_path, model_name: str = "facenet", gallery_embeddings=None, gallery_names=None,
+           threshold: float | None = None, image_size: int | None = None, version: int | None = None,
+           top_k: int = DEFAULT_TOP_K, metadata: dict | None = None) -> Path:
+    """Export ``model`` (pixels [0, 255] -> L2-normalised embeddings) with a gallery as a new version.
+
+    ``gallery_embeddings`` [G, D] and ``gallery_names`` [G] are parallel (several faces per person
+    allowed); None is an empty gallery (identify answers unknown). ``threshold`` None disables the
+    unknown answer (closed-set identification). ``metadata`` adds JSON-able entries to the
+    ``metadata`` signature. Returns the published version directory.
+    """
+    import tensorflow as tf
+
+    with _LOCK:  # the cached module holds one gallery at a time
+        module = serving_module(model, image_size)
+        faces, people = module.set_gallery(gallery_embeddings, gallery_names,
+                                           math.inf if threshold is None else threshold, top_k)
+        meta = {"model_name": model_name, "architecture": model.name, "image_size": module.image_size,
+                "embedding_dim": module.embedding_dim, "threshold": None if threshold is None else float(threshold),
+                "top_k": int(top_k), "gallery_faces": faces, "gallery_people": people,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **(metadata or {})}
+
+        def write(directory: Path, number: int) -> None:
+            full = {**meta, "version": number}
+            module.set_metadata(full)
+            tf.saved_model.save(module, str(directory), signatures=module.signatures())
+            (directory / "assets.extra").mkdir(exist_ok=True)
+            (directory / "assets.extra" / "metadata.json").write_text(json.dumps(full, indent=1, sort_keys=True))
+            _write_warmup(directory, model_name, module.image_size)
+
+        return versions.publish(base_path, model_name, write, version)
+
+
+def load_gallery(home, version: int, notes: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """(names, embeddings [G, D] float32) enrolled under production-model ``version`` in
+    ``<home>/gallery.db``, one row per face; empty when there is no database or no embeddings yet
+    (the reason is appended to ``notes``). Reads enrolment's tables (``enroll/store.py``):
+    ``people(id, name)``, ``faces(id, person_id)``, ``embeddings(model_version, face_id, vector)``
+    with ``vector`` native float32 bytes. Read-only, so it never blocks an enrolment (WAL).
+    """
+    notes = notes if notes is not None else []
+    empty = ([], np.zeros((0, 0), np.float32))
+    db = Path(home) / "gallery.db"
+    if not db.exists():
+        notes.append(f"no gallery database at {db}")
+        return empty
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        columns = {table: {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                   for table in ("people", "faces", "embeddings")}
+        needed = {"people": {"id", "name"}, "faces": {"id", "person_id"},
+                  "embeddings": {"face_id", "model_version", "vector"}}
+        missing = [f"{t}.{c}" for t, cols in needed.items() for c in sorted(cols - columns[t])]
+        if missing:
+            notes.append(f"{db} has no enrolment tables yet (missing {', '.join(missing)})")
+            return empty
+        rows = conn.execute(
+            "SELECT p.name, e.vector FROM embeddings e JOIN faces f ON f.id = e.face_id "
+            "JOIN people p ON p.id = f.person_id WHERE e.model_version = ? ORDER BY p.name, f.id",
+            (int(version),)).fetchall()
+    if not rows:
+        notes.append(f"no embeddings for model version {version} in {db}")
+        return empty
+    matrix = np.frombuffer(b"".join(bytes(blob) for _, blob in rows), np.float32).reshape(len(rows), -1)
+    return [name for name, _ in rows], matrix.copy()
+
+
+# ------------------------------------------------------------------------------- command line
+def _threshold_of_run(run_dir: Path) -> tuple[float | None, str]:
+    """The run's calibrated threshold: the last validation's best, else the test split's."""
+    from trainer import checkpoints
+
+    latest = checkpoints.latest_checkpoint(run_dir)
+    state = json.loads((latest / "state.json").read_text()) if latest else {}
+    if "val_best_threshold" in state.get("metrics", {}):
+        return float(state["metrics"]["val_best_threshold"]), f"validation of {latest.name}"
+    results = run_dir / "results.json"
+    test = json.loads(results.read_text()).get("test", {}) if results.exists() else {}
+    if "best_threshold" in test:
+        return float(test["best_threshold"]), "test split"
+    return None, "none calibrated"
+
+
+def _from_run(args) -> dict:
+    from trainer import checkpoints
+
+    model, cfg, plan = checkpoints.load_run(args.run)
+    threshold, source = _threshold_of_run(Path(args.run))
+    return {"model": model, "gallery_embeddings": None, "gallery_names": None, "threshold": threshold,
+            "metadata": {"source_run": str(args.run), "threshold_source": source}}
+
+
+def _from_home(args, notes: list[str]) -> dict:
+    import tf_keras as keras
+
+    import trainer.models  # noqa: F401  registers the custom layers load_model needs
+
+    home = Path(args.home)
+    if args.model_version is None:
+        production = home / "PRODUCTION"
+        if not production.exists():
+            raise FileNotFoundError(f"no production model: {production} is absent (or pass --model-version)")
+        args.model_version = int(production.read_text().strip())
+    root = home / "models" / str(args.model_version)
+    if not (root / "model").is_dir():
+        raise FileNotFoundError(f"no model directory {root / 'model'}")
+    meta = json.loads((root / "meta.json").read_text()) if (root / "meta.json").exists() else {}
+    names, embeddings = load_gallery(home, args.model_version, notes)
+    threshold = meta.get("threshold")
+    return {"model": keras.models.load_model(str(root / "model"), compile=False),
+            "gallery_embeddings": embeddings if names else None, "gallery_names": names or None,
+            "threshold": None if threshold is None else float(threshold),
+            "metadata": {"model_version": args.model_version, "threshold_source": f"models/{args.model_version}/meta.json",
+                         **{k: meta[k] for k in ("far_target", "source_run") if k in meta}}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Export a FaceNet model as a new TF-Serving version.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a training run directory (exported with an empty gallery)")
+    source.add_argument("--home", help="FACENET_HOME: the production model and its enrolled gallery")
+    parser.add_argument("--base-path", help="export base path (default with --home: $HOME/serving)")
+    parser.add_argument("--name", default="facenet", help="model name (default facenet)")
+    parser.add_argument("--model-version", type=int, help="with --home: this model version, not PRODUCTION")
+    parser.add_argument("--threshold", type=float, help="override the calibrated threshold")
+    parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
+    parser.add_argument("--models-config", help="also write TF-Serving's models.config here")
+    parser.add_argument("--config-base-path", help="base path as the server sees it (default: --base-path)")
+    parser.add_argument("--versions-to-keep", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.base_path is None and args.run:
+        parser.error("--base-path is required with --run")
+    base = Path(args.base_path or Path(args.home) / "serving")
+    notes: list[str] = []
+    try:
+        spec = _from_run(args) if args.run else _from_home(args, notes)
+        if args.threshold is not None:
+            spec["threshold"], spec["metadata"]["threshold_source"] = args.threshold, "command line"
+        start = time.perf_counter()
+        path = export(spec["model"], base, args.name, spec["gallery_embeddings"], spec["gallery_names"],
+                      spec["threshold"], top_k=args.top_k, metadata=spec["metadata"])
+        if args.models_config:
+            write_models_config(args.config_base_path or base, args.models_config, args.name, args.versions_to_keep)
+    except (OSError, ValueError, KeyError, sqlite3.Error) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"note: {note}; exported an empty gallery", file=sys.stderr)
+    faces = len(spec["gallery_names"] or [])
+    print(f"exported {args.name} version {path.name} to {path} ({faces} gallery faces, threshold "
+          f"{spec['threshold']}, {spec['metadata']['threshold_source']}) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
