@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="photos of the person, one face each")
     p.add_argument("--append", action="store_true", help="add photos to a person already enrolled")
     p.add_argument("--allow-several-faces", action="store_true", help="keep the largest face of group photos")
-    p.add_argument("--retrain", action="store_true", help="also request a warm-start retraining")
+    p.add_argument("--retrain", action="store_true", help="also submit a warm-start retraining (a Ray job)")
     p = sub.add_parser("identify", parents=[common], help="who is in this photo?")
     p.add_argument("image")
     p.add_argument("--top-k", type=int, default=3)
@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("remove-person", parents=[common], help="delete a person and all their data")
     p.add_argument("name", metavar="NAME")
     sub.add_parser("list", parents=[common], help="enrolled people")
+    p = sub.add_parser("retrain", parents=[common], help="submit a warm-start retraining (a Ray job) now")
+    p.add_argument("--wait", action="store_true", help="wait for the job to finish (and promote)")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait at most")
     sub.add_parser("status", parents=[common], help="production model, gallery size, class changes, jobs")
     return parser
 
@@ -169,18 +172,28 @@ def cmd_init(args, home, notes):
         f"embedded {faces} enrolled faces with it"]
 
 
+def _retrain_after(home, gallery, reason: str, requested: bool) -> dict | None:
+    """Submit a warm-start retraining when asked, or when the enroll.yaml policy says so."""
+    from enroll.retrain import maybe_retrain, submit_retrain
+
+    submitted = submit_retrain(home, reason, gallery) if requested else maybe_retrain(home, gallery, reason)
+    if submitted is None:
+        return None
+    job, ray_job, message = submitted
+    return {"job": job, "ray_job": ray_job, "message": message}
+
+
 def cmd_add_person(args, home, notes):
     from enroll.models import production_meta
-    from enroll.retrain import request_retrain
     from enroll.service import add_person
 
     production_meta(home)  # "run enroll init" before touching anything else
     with _gallery(home, create=True) as gallery:
         report = add_person(gallery, home, args.name, args.images, append=args.append,
                             allow_several=args.allow_several_faces)
-        if args.retrain:
-            job, message = request_retrain(home, f"add-person {report['name']}", gallery)
-            report["retrain"] = {"job": job, "message": message}
+        retrain = _retrain_after(home, gallery, f"add-person {report['name']}", args.retrain)
+        if retrain:
+            report["retrain"] = retrain
     text = _photo_lines(report["photos"]) + [
         f"enrolled {report['name']!r}: {_n(report['faces_added'], 'new face')}, {report['faces_total']} in all "
         f"(model version {report['model_version']})"]
@@ -215,8 +228,27 @@ def cmd_verify(args, home, notes):
 def cmd_remove_person(args, home, notes):
     with _gallery(home) as gallery:
         person = gallery.remove_person(args.name)
-    return {"removed": person.name, "faces": len(person.faces)}, [
-        f"removed {person.name!r}: {_n(len(person.faces), 'face')}, their crops and embeddings deleted"]
+        retrain = _retrain_after(home, gallery, f"remove-person {person.name}", False)
+    text = [f"removed {person.name!r}: {_n(len(person.faces), 'face')}, their crops and embeddings deleted"]
+    return {"removed": person.name, "faces": len(person.faces), "retrain": retrain}, text + (
+        [retrain["message"]] if retrain else [])
+
+
+def cmd_retrain(args, home, notes):
+    from enroll.models import production_meta
+    from enroll.retrain import wait_for
+
+    production_meta(home)
+    with _gallery(home) as gallery:
+        retrain = _retrain_after(home, gallery, "enroll retrain", True)
+    text = [retrain["message"]]
+    if args.wait:
+        job = wait_for(home, retrain["job"], timeout=args.timeout)
+        retrain.update(state=job.state, detail=job.detail)
+        text.append(f"job {job.id}: {job.state}" + (f" ({job.detail})" if job.detail else ""))
+        if job.state != "succeeded":
+            raise GalleryError(f"retraining job {job.id} ended {job.state}: {job.detail or 'see enroll status'}")
+    return retrain, text
 
 
 def cmd_list(args, home, notes):
@@ -259,7 +291,7 @@ def _n(count: int, one: str, many: str = "") -> str:
 
 
 COMMANDS = {"init": cmd_init, "add-person": cmd_add_person, "identify": cmd_identify, "verify": cmd_verify,
-            "remove-person": cmd_remove_person, "list": cmd_list, "status": cmd_status}
+            "remove-person": cmd_remove_person, "list": cmd_list, "status": cmd_status, "retrain": cmd_retrain}
 
 if __name__ == "__main__":
     sys.exit(main())

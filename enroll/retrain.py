@@ -1,29 +1,52 @@
-"""The retraining hook: ``enroll add-person --retrain`` records a request; nothing retrains yet.
+"""Submitting warm-start retraining as a Ray job, and the policy that triggers it.
 
-What a retraining job will need is already kept: the class changes since the production model's
-training data (``gallery.changes_since(meta["gallery_version"])``: people added, appended to or
-removed — removed people must be left out of any future training set), the aligned crops of every
-enrolled person as an identity folder for ``data.extra_source`` (``export_people``), and
-``models.register_run`` to calibrate and promote the warm-started run once trained (record the
-exported ``gallery_version`` in the new run's plan so that ``enroll status`` counts from it). The job itself (a Ray job running
-``trainer.train --init-from`` on the source run's data plus the gallery's people, then
-``register_run``) is to be wired in here; it should move its job row through
-``requested -> running -> succeeded | failed`` with ``gallery.update_job``.
+``enroll retrain`` / ``enroll add-person --retrain`` / the ``retrain_after_changes`` policy all
+call ``submit_retrain``: it records a job row, then submits ``python -m enroll.retrain_job`` with
+Ray's Job Submission SDK (the same path as ``ray job submit``) to ``ray_address`` (enroll.yaml),
+else ``$RAY_ADDRESS``, else a local Ray head on 127.0.0.1:8265, started here if none runs (it keeps
+running for later jobs; ``ray stop`` ends it). The job itself is ``enroll/retrain_job.py``.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
 from enroll.gallery import GalleryError
 from enroll.models import production_meta, resolve_home
 
+LOCAL_DASHBOARD = "http://127.0.0.1:8265"
+ACTIVE = ("submitted", "running")
 
-def request_retrain(home=None, reason: str = "", gallery=None) -> tuple[int, str]:
-    """Record a retraining request as a job in state ``requested``; returns (job id, message).
 
-    It does not train anything: the message says so, so that no caller reports a retrain that
-    did not happen.
-    """
+def _job_client(address: str):
+    from ray.job_submission import JobSubmissionClient
+
+    if (Path.home() / ".ray" / "auth_token").exists():
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray >= 2.59 protects local clusters with a token
+    if address:
+        return JobSubmissionClient(address), False
+    try:
+        return JobSubmissionClient(LOCAL_DASHBOARD), False
+    except Exception:  # noqa: BLE001 - no local head yet: start one
+        ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+        subprocess.run([ray, "start", "--head", "--dashboard-host", "127.0.0.1", "--disable-usage-stats"],
+                       check=True, capture_output=True, timeout=120)
+        for _ in range(60):
+            try:
+                return JobSubmissionClient(LOCAL_DASHBOARD), True
+            except Exception:  # noqa: BLE001
+                time.sleep(1)
+        raise GalleryError(f"started a local Ray head but its dashboard at {LOCAL_DASHBOARD} does not answer")
+
+
+def submit_retrain(home=None, reason: str = "", gallery=None, address: str = "") -> tuple[int, str, str]:
+    """Submit a warm-start retraining; returns (job id, Ray submission id, message)."""
+    from enroll.settings import load_settings
     from enroll.store import SqliteGallery
 
     home = resolve_home(home)
@@ -32,16 +55,66 @@ def request_retrain(home=None, reason: str = "", gallery=None) -> tuple[int, str
     try:
         version, meta = production_meta(home)
         pending = gallery.changes_since(meta.get("gallery_version", 0))
+        address = address or load_settings(home).ray_address or os.environ.get("RAY_ADDRESS", "")
         job_id = gallery.add_job("retrain", {"reason": reason, "production_version": version,
-                                             "gallery_version": gallery.gallery_version(),
-                                             "class_changes": len(pending)})
+                                             "class_changes": len(pending)}, state="submitted")
+        try:
+            client, started = _job_client(address if address.startswith("http") else "")
+            submission = f"facenet-retrain-{job_id}-{uuid.uuid4().hex[:6]}"
+            python = sys.executable if not address else "python"
+            # Submitting can race the dashboard agent's start-up on a fresh head: retry briefly.
+            for attempt in range(30):
+                try:
+                    client.submit_job(
+                        entrypoint=f"{python} -m enroll.retrain_job --home {home} --job {job_id}",
+                        submission_id=submission,
+                        # No TF_USE_LEGACY_KERAS here: importing enroll sets it, and the driver's
+                        # ray.init adds it for workers (Ray refuses a key set twice).
+                        runtime_env={"env_vars": {"FACENET_HOME": str(home), "FACENET_WORKDIR": os.getcwd()}})
+                    break
+                except RuntimeError as exc:
+                    if "No available agent" not in str(exc) or attempt == 29:
+                        raise
+                    time.sleep(1)
+        except Exception as exc:  # noqa: BLE001 - any submission failure leaves a failed job, nothing else
+            gallery.update_job(job_id, "failed", f"submission failed: {(str(exc).splitlines() or [''])[0][:200]}")
+            raise GalleryError(f"could not submit the retraining job: {(str(exc).splitlines() or [''])[0][:200]}") from None
+        gallery.update_job(job_id, "submitted", f"ray job {submission}")
     finally:
         if own:
             gallery.close()
-    return job_id, (f"retraining requested (job {job_id}, state 'requested', {len(pending)} class changes "
-                    f"since model {version}); automatic warm-start retraining is not wired in yet, so nothing "
-                    "is training now: train with `python -m trainer.train --init-from RUN` and promote the "
-                    "result with `enroll init --run NEW_RUN`")
+    where = "a local Ray head started for it" if started else (address or LOCAL_DASHBOARD)
+    return job_id, submission, (f"warm-start retraining submitted as job {job_id} (Ray job {submission} on {where}; "
+                                f"{len(pending)} class changes since model {version}); follow it with `enroll status`")
+
+
+def maybe_retrain(home, gallery, reason: str):
+    """The ``retrain_after_changes`` policy: submit when enough changes accumulated and no job is active."""
+    from enroll.settings import load_settings
+
+    k = load_settings(home).retrain_after_changes
+    if k <= 0 or any(j.kind == "retrain" and j.state in ACTIVE for j in gallery.jobs()):
+        return None
+    _, meta = production_meta(home)
+    if len(gallery.changes_since(meta.get("gallery_version", 0))) < k:
+        return None
+    return submit_retrain(home, reason, gallery)
+
+
+def wait_for(home, job_id: int, timeout: float = 3600, poll: float = 2.0):
+    """Block until the job row reaches a final state; returns the Job."""
+    from enroll.store import SqliteGallery
+
+    deadline = time.time() + timeout
+    with_gallery = SqliteGallery(resolve_home(home))
+    try:
+        while True:
+            job = next(j for j in with_gallery.jobs() if j.id == job_id)
+            if job.state not in ACTIVE or time.time() > deadline:
+                return job
+            time.sleep(poll)
+    finally:
+        with_gallery.close()
 
 
 def export_people(gallery, out_dir) -> tuple[int, dict[str, int]]:

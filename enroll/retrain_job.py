@@ -1,0 +1,173 @@
+"""The warm-start retraining job, run as a Ray job (``enroll retrain`` submits it).
+
+    python -m enroll.retrain_job --home .facenet --job 7
+
+1. Export every enrolled person's aligned crops (removed people are gone from the gallery, so
+   they are left out of training) and train from the production weights ({w}_orig) on the
+   production run's base data plus those people, replaying the old identities in every P×K batch.
+   It stops once validation accuracy is back at the production run's, or at its budget
+   (``enroll.yaml``); MLflow records it with the compute counters (N_adpt).
+2. Promotion gate: on the held-out (test) identities of the base data, verification accuracy
+   may drop by at most ε (``promotion_max_drop``) against the production model, and the people
+   changed since the production model must identify as themselves from a flipped photo.
+3. If it passes: calibrate τ, embed the whole gallery with the new model and switch PRODUCTION
+   atomically (``models.register_run``: identify never mixes two versions), export a new
+   TF-Serving version, and move the MLflow Model Registry alias ``champion`` to it.
+The job row moves ``submitted -> running -> succeeded | rejected | failed``; a failed or rejected
+job leaves the production model and the gallery untouched.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import enroll  # noqa: F401  (tf-keras before TensorFlow)
+
+
+def flipped_self_rank1(model, gallery, people: list[str], image_size: int) -> float:
+    """Share of ``people`` whose horizontally flipped crops are nearest to their own mean embedding."""
+    from enroll.crops import decode_png
+    from enroll.models import embed_pixels
+
+    names, crops = [], []
+    for name, _ in gallery.list_people():
+        person = gallery.get(name)
+        for face in person.faces if person else []:
+            names.append(name)
+            crops.append(decode_png(gallery.crop(face.sha256)))
+    if not people or not crops:
+        return 1.0
+    import tensorflow as tf
+
+    pixels = tf.image.resize(np.stack(crops).astype(np.float32), (image_size, image_size)).numpy()
+    embeddings = embed_pixels(model, pixels)
+    flipped = embed_pixels(model, pixels[:, :, ::-1])
+    labels = np.array(names)
+    people_order = sorted(set(names))
+    means = np.stack([embeddings[labels == n].mean(0) for n in people_order])
+    hits = []
+    for name in people:
+        rows = np.flatnonzero(labels == name)
+        nearest = np.argmin(np.linalg.norm(flipped[rows, None] - means[None], axis=-1), axis=1)
+        hits.append(all(people_order[i] == name for i in nearest))
+    return float(np.mean(hits))
+
+
+def promotion_gate(production_model, candidate, plan: dict, cfg, settings, gallery, changed: list[str]) -> dict:
+    from trainer import pipeline
+    from trainer.evaluate import evaluate_split
+
+    split = "test" if plan["shards"]["test"] else "val"
+    data = pipeline.ordered_images(plan["shards"][split], plan["image_size"], cfg.eval.eval_batch_size)
+    before = evaluate_split(production_model, data, cfg.eval)["accuracy"]
+    after = evaluate_split(candidate, data, cfg.eval)["accuracy"]
+    rank1 = flipped_self_rank1(candidate, gallery, changed, plan["image_size"])
+    reasons = []
+    if before - after > settings.promotion_max_drop:
+        reasons.append(f"old-identity accuracy dropped {before - after:.3f} > ε={settings.promotion_max_drop}")
+    if rank1 < settings.promotion_min_new_rank1:
+        reasons.append(f"changed people self-identify {rank1:.2f} < {settings.promotion_min_new_rank1}")
+    return {"passed": not reasons, "reasons": reasons, "old_split": split, "old_accuracy_before": before,
+            "old_accuracy_after": after, "changed_people": len(changed), "changed_people_rank1": rank1}
+
+
+def register_champion(plan: dict, production_version: int) -> str:
+    """Point the MLflow Model Registry alias ``champion`` at the promoted run's exported model."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(plan["tracking_uri"])
+    try:
+        client.create_registered_model("facenet", description="FaceNet embedding model serving enrolment")
+    except MlflowException:
+        pass  # already registered
+    run = client.get_run(plan["mlflow_run_id"])
+    version = client.create_model_version("facenet", f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+                                          tags={"production_version": str(production_version)})
+    client.set_registered_model_alias("facenet", "champion", version.version)
+    return version.version
+
+
+def run_retrain(home: Path, job_id: int) -> dict:
+    from trainer import config as config_lib, train
+    from trainer.checkpoints import load_run
+    from trainer.splits import Split
+
+    from enroll.models import production, register_run
+    from enroll.retrain import export_people
+    from enroll.settings import load_settings
+    from enroll.store import SqliteGallery
+
+    gallery = SqliteGallery(home)
+    gallery.update_job(job_id, "running", "warm-start training")
+    try:
+        settings = load_settings(home)
+        version, meta, production_model = production(home)
+        source = json.loads((Path(meta["source_run"]) / "plan.json").read_text())
+        changed = sorted({c.name for c in gallery.changes_since(meta.get("gallery_version", 0))
+                          if c.kind != "remove" and gallery.get(c.name) is not None})
+        work = home / "retrain" / f"job-{job_id}"
+        gallery_version, _ = export_people(gallery, work / "people")
+
+        cfg = config_lib.from_dict(source["config"])
+        target = _last_val_accuracy(Path(meta["source_run"]))
+        cfg.data.extra_source = str(work / "people")
+        cfg.train.epochs, cfg.train.steps_per_epoch = settings.retrain_epochs, settings.retrain_steps_per_epoch
+        cfg.train.stop_when = f"val_accuracy>={target - settings.promotion_max_drop:.4f}" if target else ""
+        cfg.train.out_dir, cfg.train.run_name = str(home / "runs"), f"retrain-job{job_id}-from-v{version}"
+        plan = train.plan_run(cfg, None, split=Split(**source["split"]))
+        plan.update(init_from=meta["source_checkpoint"], gallery_version=gallery_version, retrain_job=job_id)
+        train._open_tracking(plan, cfg)
+        results = train.launch(plan, cfg)
+
+        candidate, _, _ = load_run(plan["run_dir"])
+        gate = promotion_gate(production_model, candidate, plan, cfg, settings, gallery, changed)
+        summary = {"run_dir": plan["run_dir"], "compute": results["compute"], "gate": gate}
+        if not gate["passed"]:
+            gallery.update_job(job_id, "rejected", "; ".join(gate["reasons"]))
+            return summary
+        new_version = register_run(plan["run_dir"], home, settings.far_target, gallery, gallery_version)
+        summary["production_version"] = new_version
+        summary["serving_version"] = str(_export_serving(home))
+        summary["registry_version"] = register_champion(plan, new_version)
+        gallery.update_job(job_id, "succeeded", f"model {new_version} promoted (was {version}); "
+                           f"old accuracy {gate['old_accuracy_before']:.3f} -> {gate['old_accuracy_after']:.3f}; "
+                           f"{results['compute']['steps']} steps")
+        return summary
+    except BaseException as exc:
+        gallery.update_job(job_id, "failed", (str(exc).splitlines() or [type(exc).__name__])[0][:300])
+        raise
+    finally:
+        gallery.close()
+
+
+def _last_val_accuracy(run_dir: Path) -> float:
+    results = json.loads((run_dir / "results.json").read_text())
+    return float(results.get("last_epoch", {}).get("val_accuracy", 0.0))
+
+
+def _export_serving(home: Path):
+    from serving.export import main as export_main
+
+    code = export_main(["--home", str(home)])
+    if code != 0:
+        raise RuntimeError("serving export failed after promotion")
+    return max((p for p in (home / "serving" / "facenet").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Warm-start retraining job (submitted by `enroll retrain`).")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--job", type=int, required=True)
+    args = parser.parse_args(argv)
+    summary = run_retrain(Path(args.home).resolve(), args.job)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0 if summary["gate"]["passed"] else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
