@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("identify", parents=[common], help="who is in this photo?")
     p.add_argument("image")
     p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--server", metavar="URL", help="ask TF-Serving (http://host:8501 REST or host:8500 gRPC) instead of the local gallery")
     p = sub.add_parser("verify", parents=[common], help="is this photo of NAME?")
     p.add_argument("image")
     p.add_argument("--name", required=True)
@@ -206,10 +207,13 @@ def cmd_add_person(args, home, notes):
 
 
 def cmd_identify(args, home, notes):
-    from enroll.service import identify
+    from enroll.service import identify, identify_remote
 
-    with _gallery(home) as gallery:
-        r = identify(gallery, home, args.image, args.top_k)
+    if args.server:
+        r = identify_remote(args.server, args.image, args.top_k)
+    else:
+        with _gallery(home) as gallery:
+            r = identify(gallery, home, args.image, args.top_k)
     head = f"{r['name']}" + (f" (distance {r['distance']:.4f}, τ {r['threshold']:.4f})" if r["distance"] is not None else "")
     lines = [head] + [f"  {i}. {c['name']}  {c['distance']:.4f}{'  within τ' if c['match'] else ''}"
                       for i, c in enumerate(r["candidates"], 1)]

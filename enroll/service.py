@@ -126,6 +126,30 @@ def identify(gallery, home, path, top_k: int = 3) -> dict:
             "note": note or ("the gallery is empty" if not names else "")}
 
 
+def identify_remote(server: str, path, top_k: int = 3) -> dict:
+    """``identify`` answered by TF-Serving (or its emulator) at ``server``: the photo is detected and
+    aligned here, the embedding and the gallery search happen in the served SavedModel."""
+    from serving.client import connect
+    from serving.protocol import ServingError
+
+    try:
+        client = connect(server)
+        meta = client.metadata()
+        photo = align_photo(path, int(meta["image_size"]), allow_several=True)
+        if not photo.accepted:
+            raise GalleryError(f"{path}: {photo.reason}")
+        result = client.identify(photo.crop[None].astype(np.float32))
+    except ServingError as exc:
+        raise GalleryError(f"serving at {server}: {exc}") from None
+    names, distances = result.names[0][:top_k], [float(d) for d in result.distances[0][:top_k]]
+    threshold = float(meta.get("threshold") or float("inf"))
+    return {"source": str(path), "name": "unknown" if result.unknown[0] or not names else names[0],
+            "distance": distances[0] if names else None, "threshold": threshold,
+            "model_version": meta.get("version"), "server": server,
+            "candidates": [{"name": n, "distance": d, "match": d <= threshold} for n, d in zip(names, distances)],
+            "note": photo.reason or ("the gallery is empty" if not names else "")}
+
+
 def verify(gallery, home, path, name: str) -> dict:
     """Is the face in ``path`` the enrolled person ``name``? (their closest face within τ)"""
     name = validate_name(name)

@@ -104,3 +104,26 @@ def test_settings_reject_unknown_keys(home, capsys):  # noqa: F811
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code != 0 and err == [err[0]] and "unknown setting 'retrain_after'" in err[0]
     (home / "enroll.yaml").unlink()
+
+
+def test_identify_through_serving_matches_the_local_answer(home, lfw, capsys):  # noqa: F811
+    """`enroll identify --server` asks TF-Serving's REST API (here the emulator serving the
+    production export) and must agree with the in-process answer."""
+    from serving.emulator import Repository, serve_rest
+    from serving.export import main as export_main
+
+    assert export_main(["--home", str(home)]) == 0
+    capsys.readouterr()
+    server = serve_rest(Repository(home / "serving"), port=0)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        photo = str(lfw / "Colin_Powell" / "Colin_Powell_0003.jpg")
+        assert cli.main(["identify", photo, "--json", "--home", str(home)]) == 0
+        local = json.loads(capsys.readouterr().out)
+        assert cli.main(["identify", photo, "--server", url, "--json", "--home", str(home)]) == 0
+        remote = json.loads(capsys.readouterr().out)
+    finally:
+        server.shutdown()
+    assert remote["name"] == local["name"]
+    assert [c["name"] for c in remote["candidates"]] == [c["name"] for c in local["candidates"]]
+    assert remote["distance"] == pytest.approx(local["distance"], abs=1e-4)
