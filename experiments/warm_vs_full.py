@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,7 @@ def build_roots(root: Path, work: Path, cfg, new_count: int, seed: int):
 
 def run_one(cfg, label: str, source: Path, people: dict, parent_run_id: str, init_from: str = "") -> dict:
     cfg = config_lib.from_dict(cfg.to_dict())
-    cfg.data.source, cfg.train.run_name = str(source), f"warm_vs_full-{label}"
+    cfg.data.source, cfg.train.run_name = str(source), f"warm_vs_full-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     train_people = people["base"] if label == "N" else people["base"] + people["new"]
     split = Split(sorted(train_people), people["val"], people["test"])
     plan = train.plan_run(cfg, None, split=split)

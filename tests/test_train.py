@@ -103,3 +103,10 @@ def test_stop_when_ends_training_once_every_condition_holds(synthetic_root, tmp_
     assert results["last_epoch"]["epoch"] == 0 and results["compute"]["steps"] == 2
     with pytest.raises(config_lib.ConfigError, match="stop_when"):
         config_lib.load(None, ["train.stop_when=val_accuracy>0.5"])
+
+
+def test_an_existing_run_directory_is_never_reused(synthetic_root, tmp_path, local_ray):
+    cfg = smoke_config(synthetic_root, tmp_path, epochs=0, run_name="taken")
+    train.plan_run(cfg, None, progress=False)
+    with pytest.raises(config_lib.ConfigError, match="already exists.*--resume"):
+        train.plan_run(smoke_config(synthetic_root, tmp_path, epochs=0, run_name="taken"), None, progress=False)

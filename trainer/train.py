@@ -65,6 +65,9 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
                            f"train.identities_per_batch={cfg.train.identities_per_batch}")
     name = cfg.train.run_name or f"{Path(config_path).stem if config_path else 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = (Path(cfg.train.out_dir) / name).resolve()
+    if (run_dir / "plan.json").exists():
+        raise ConfigError(f"run directory {run_dir} already exists: choose another train.run_name, "
+                          f"or continue it with --resume {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = {
         "config": cfg.to_dict(), "run_dir": str(run_dir), "run_name": name, "image_size": size,
