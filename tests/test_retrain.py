@@ -43,6 +43,9 @@ def ray_head():
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(list(family), timeout=30)
+    current = Path("/tmp/ray/ray_current_cluster")  # `ray start` records its address for later ray.init()s
+    if current.exists() and current.read_text().strip().endswith(":6399"):
+        current.unlink()
 
 
 def settings(home, **values):

@@ -75,7 +75,7 @@ class EvalConfig:
 
 @dataclass
 class RayConfig:
-    address: str = ""  # "" = local Ray started in-process (or the cluster `ray job submit` runs on)
+    address: str = ""  # "" = $RAY_ADDRESS (set by `ray job submit`), else a new local Ray; "auto" = `ray start` cluster
     num_workers: int = 1  # Ray Train workers; 0 = train in this process without Ray Train
     use_gpu: bool = False
     cpus_per_worker: float = 1.0

@@ -1,7 +1,8 @@
 """Connecting to Ray: a running cluster when one is given, else a local one started in-process.
 
 ``ray job submit`` sets ``RAY_ADDRESS`` for the driver, so the same entry point runs on the
-cluster it was submitted to; with no address anywhere, ``ray.init()`` starts a local Ray (the
+cluster it was submitted to; ``ray.address: auto`` attaches to a cluster started with
+``ray start`` on this machine; with no address anywhere, a new local Ray is started in-process (the
 embedded default). Every worker gets ``TF_USE_LEGACY_KERAS=1`` through the runtime env so that
 tf-keras is chosen before TensorFlow is first imported in the worker process.
 """
@@ -22,4 +23,6 @@ def ensure_ray(address: str = "") -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(include_dashboard=False, **kwargs)
+        # "local", not None: a bare ray.init() attaches to whatever cluster /tmp/ray last recorded,
+        # which may be someone else's or gone. Use ray.address: auto (or RAY_ADDRESS) for that.
+        ray.init(address="local", include_dashboard=False, **kwargs)
