@@ -123,6 +123,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path(".facenet/warm_vs_full"))
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--target", choices=("final", "best"), default="final",
+                        help="warm start until N_prim's final accuracies, or its best epoch's (stricter)")
+    parser.add_argument("--reuse", type=Path, help="a previous results JSON: reuse its N and N_prim runs")
     args = parser.parse_args()
     import mlflow
 
@@ -136,9 +139,14 @@ def main() -> int:
     parent_id = parent.info.run_id
     mlflow.end_run()
 
-    runs = [run_one(cfg, "N", args.work.resolve() / "base", people, parent_id)]
-    runs.append(run_one(cfg, "N_prim", args.work.resolve() / "changed", people, parent_id))
+    if args.reuse:
+        runs = [r for r in json.loads(args.reuse.read_text())["runs"] if r["label"] in ("N", "N_prim")]
+    else:
+        runs = [run_one(cfg, "N", args.work.resolve() / "base", people, parent_id)]
+        runs.append(run_one(cfg, "N_prim", args.work.resolve() / "changed", people, parent_id))
     prim = runs[-1]["final"]
+    if args.target == "best":  # the epoch of N_prim with the best validation accuracy
+        prim = max(runs[-1]["history"], key=lambda h: h["val_accuracy"])
     warm = config_lib.from_dict(cfg.to_dict())
     warm.train.stop_when = (f"val_accuracy>={prim['val_accuracy'] - TOLERANCE:.4f},"
                             f"new_accuracy>={prim['new_accuracy'] - TOLERANCE:.4f}")
@@ -146,19 +154,21 @@ def main() -> int:
     runs.append(run_one(warm, "N_adpt", args.work.resolve() / "changed", people, parent_id, init_from=orig))
 
     args.results.mkdir(parents=True, exist_ok=True)
-    plot(runs, args.results / "warm_vs_full.png")
+    stem = "warm_vs_full" if args.target == "final" else "warm_vs_full_best"
+    plot(runs, args.results / f"{stem}.png")
     adpt, prim_c = runs[2]["compute"], runs[1]["compute"]
     summary = {"runs": runs, "people": {k: (v if k == "replaced" else len(v)) for k, v in people.items()},
                "n_adpt_over_n_prim": adpt["train_flops"] / prim_c["train_flops"],
                "reached_target": all(runs[2]["final"][k] >= prim[k] - TOLERANCE for k in ("val_accuracy", "new_accuracy")),
                "old_not_worse": runs[2]["final"]["old_accuracy"] >= runs[0]["final"]["old_accuracy"] - TOLERANCE,
+               "target": {"mode": args.target, "val_accuracy": prim["val_accuracy"], "new_accuracy": prim["new_accuracy"]},
                "command": "python experiments/warm_vs_full.py " + " ".join(sys.argv[1:])}
-    (args.results / "warm_vs_full.json").write_text(json.dumps(summary, indent=1))
-    (args.results / "warm_vs_full.md").write_text(table(runs) + "\n")
+    (args.results / f"{stem}.json").write_text(json.dumps(summary, indent=1))
+    (args.results / f"{stem}.md").write_text(table(runs) + "\n")
     tracking.start(tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.experiment, "", run_id=parent_id)
     mlflow.log_metrics({"N_adpt_over_N_prim": summary["n_adpt_over_n_prim"],
                         **{f"{r['label']}_train_flops": r["compute"]["train_flops"] for r in runs}})
-    for name in ("warm_vs_full.png", "warm_vs_full.json", "warm_vs_full.md"):
+    for name in (f"{stem}.png", f"{stem}.json", f"{stem}.md"):
         mlflow.log_artifact(str(args.results / name))
     mlflow.end_run()
     print(table(runs))
