@@ -10,10 +10,8 @@
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import yaml
 
 from enroll.gallery import GalleryError
 
@@ -33,24 +31,13 @@ class Settings:
 
 
 def load_settings(home: str | Path) -> Settings:
+    from trainer.config import ConfigError, apply_fields, read_mapping
+
     path = Path(home) / "enroll.yaml"
-    if not path.exists():
-        return Settings()
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise GalleryError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise GalleryError(f"{path} must hold a mapping of settings")
-    known = {f.name: f.type for f in fields(Settings)}
     settings = Settings()
-    for key, value in raw.items():
-        if key not in known:
-            raise GalleryError(f"unknown setting '{key}' in {path} (allowed: {', '.join(known)})")
-        expected = type(getattr(settings, key))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, expected) or isinstance(value, bool):
-            raise GalleryError(f"setting '{key}' in {path} must be {expected.__name__}, got {value!r}")
-        setattr(settings, key, value)
+    if path.exists():
+        try:
+            apply_fields(settings, read_mapping(path, "settings file"), lambda key: f"setting '{key}' in {path}")
+        except ConfigError as exc:
+            raise GalleryError(str(exc)) from None
     return settings

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Callable, get_type_hints
 
 import yaml
 
@@ -117,7 +117,8 @@ _CHOICES = {
 }
 
 
-def _coerce(key: str, value: Any, typ: type) -> Any:
+def coerce(label: str, value: Any, typ: type) -> Any:
+    """``value`` as ``typ`` (ints widen to floats, nothing else is converted); ``label`` names it in errors."""
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -127,7 +128,30 @@ def _coerce(key: str, value: Any, typ: type) -> Any:
         return value
     elif typ is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
-    raise ConfigError(f"config key '{key}' must be {typ.__name__}, got {value!r}")
+    raise ConfigError(f"{label} must be {typ.__name__}, got {value!r}")
+
+
+def apply_fields(target: Any, values: dict[str, Any], label: Callable[[str], str]) -> None:
+    """Set dataclass fields of ``target`` from ``values``, typed; an unknown key is an error.
+
+    ``label(key)`` names a key in messages, e.g. ``config key 'train.epochs'``.
+    """
+    hints = get_type_hints(type(target))
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"unknown {label(key)}")
+        setattr(target, key, coerce(label(key), value, hints[key]))
+
+
+def read_mapping(path: Path, what: str) -> dict[str, Any]:
+    """The YAML mapping in ``path`` ({} when empty); one-line ConfigError otherwise."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping")
+    return raw
 
 
 def from_dict(raw: dict[str, Any] | None) -> Config:
@@ -139,16 +163,11 @@ def from_dict(raw: dict[str, Any] | None) -> Config:
     for section, values in raw.items():
         if not hasattr(cfg, section) or section.startswith("_"):
             raise ConfigError(f"unknown config section '{section}' (allowed: {', '.join(cfg.to_dict())})")
-        sec = getattr(cfg, section)
-        hints = get_type_hints(type(sec))
         if values is None:
             continue
         if not isinstance(values, dict):
             raise ConfigError(f"config section '{section}' must be a mapping, got {values!r}")
-        for key, value in values.items():
-            if key not in hints:
-                raise ConfigError(f"unknown config key '{section}.{key}'")
-            setattr(sec, key, _coerce(f"{section}.{key}", value, hints[key]))
+        apply_fields(getattr(cfg, section), values, lambda key, section=section: f"config key '{section}.{key}'")
     for key, allowed in _CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
@@ -210,12 +229,7 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of sections")
+        raw = read_mapping(p, "config file")
     for text in overrides:
         section, key, value = parse_override(text)
         raw.setdefault(section, {})
