@@ -92,3 +92,37 @@ def test_missing_or_empty_dataset_fails_with_one_line(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: dataset path not found")
+
+
+def test_a_tfds_dataset_by_name(tmp_path, monkeypatch, local_ray):
+    """``tfds:<name>`` goes through TensorFlow Datasets' own builder API: a builder defined here
+    (no download) is prepared, exported once to an identity folder, then aligned like any other."""
+    import numpy as np
+    import tensorflow_datasets as tfds
+
+    from tests.synthetic import identity_pattern, photo
+
+    names = ["ada", "grace", "linus"]
+
+    class SyntheticFacesForTest(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(48, 48, 3)), "label": tfds.features.ClassLabel(names=names)}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            rng = np.random.default_rng(0)
+            for i, name in enumerate(names):
+                for j in range(3):
+                    yield f"{name}-{j}", {"image": photo(identity_pattern(i, 48), rng), "label": name}
+
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    manifest = prepare("tfds:synthetic_faces_for_test", tmp_path / "cache", size=32, align=False, progress=False)
+    assert sorted(manifest["identities"]) == names
+    assert manifest["counts"]["faces_aligned"] == 9 and manifest["source"] == "tfds:synthetic_faces_for_test"
+    again = prepare("tfds:synthetic_faces_for_test", tmp_path / "cache", size=32, align=False, progress=False)
+    assert again["counts"]["identities_reused"] == 3

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import sys
 import time
@@ -77,7 +78,9 @@ def export_tfds(name: str, cache_dir: Path, data_dir: str | None = None) -> Path
         for example in tfds.as_numpy(builder.as_dataset(split=split)):
             label = example[label_key]
             label = label_names[label] if label_names else (label.decode() if isinstance(label, bytes) else str(label))
-            folder = out / _slug(label)
+            # The label is the identity; only a label no folder can be named after gets a slug.
+            folder = out / (label if re.fullmatch(r"[^/\\\x00]{1,200}", label) and not label.startswith(".")
+                            else _slug(label))
             folder.mkdir(exist_ok=True)
             counters[label] += 1
             (folder / f"{counters[label]:05d}.png").write_bytes(tf.io.encode_png(example["image"]).numpy())
@@ -146,7 +149,8 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool = True,
     from trainer.ray_setup import ensure_ray
 
     cache_dir = Path(cache_dir).expanduser().resolve()  # Ray workers run from other directories
-    root = export_tfds(source[5:], cache_dir) if source.startswith("tfds:") else Path(source).expanduser()
+    root = export_tfds(source[5:], cache_dir, os.environ.get("TFDS_DATA_DIR")) if source.startswith("tfds:") \
+        else Path(source).expanduser()
     identities, counts = list_identity_folder(root)
     if max_identities:
         identities = dict(list(identities.items())[:max_identities])
