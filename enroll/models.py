@@ -158,7 +158,7 @@ def register_run(run_dir, home=None, far_target: float = 1e-3, gallery=None, gal
                 "gallery_version": int(plan.get("gallery_version", 0) if gallery_version is None else gallery_version)}
         version = _store_model(home / "models", model, meta)
         for _ in range(20):  # each pass embeds faces enrolled meanwhile; normally one pass
-            backfill(gallery, version, model, meta["image_size"])
+            backfill(gallery, version, model, meta["image_size"], home / "models" / str(version) / "model")
             if gallery.switch_if_complete(version, lambda: _write_production(home, version)):
                 return version
         raise ModelError(f"could not complete embeddings for version {version}: enrolments keep arriving "
@@ -168,21 +168,53 @@ def register_run(run_dir, home=None, far_target: float = 1e-3, gallery=None, gal
             gallery.close()
 
 
-def backfill(gallery, version: int, model, image_size: int) -> int:
-    """Embed every face that has no vector for ``version`` yet; returns vectors stored."""
-    stored = 0
+def backfill(gallery, version: int, model, image_size: int, model_dir: Path | None = None) -> int:
+    """Embed every face that has no vector for ``version`` yet; returns vectors stored.
+
+    Inside a Ray job (the retraining job has Ray up) the chunks are embedded by Ray tasks that
+    load ``model_dir`` once per worker: re-embedding a large gallery after a promotion is a Ray
+    batch job. Otherwise, and always for the database writes, it runs in this process.
+    """
     faces = gallery.faces_without(version)
+    chunks = []
     for start in range(0, len(faces), 256):
         ids, crops = [], []
         for face in faces[start:start + 256]:
             try:
-                crops.append(decode_png(gallery.crop(face.sha256), image_size))
+                crops.append(gallery.crop(face.sha256))
                 ids.append(face.id)
             except GalleryError:
                 continue  # removed since faces_without was read
         if ids:
-            stored += gallery.set_embeddings(version, dict(zip(ids, embed_pixels(model, np.stack(crops)))))
-    return stored
+            chunks.append((ids, crops))
+    if model_dir is not None and chunks and _ray_is_up():
+        import ray
+
+        task = ray.remote(num_cpus=1)(embed_crops)
+        vectors = ray.get([task.remote(str(model_dir), crops, image_size) for _, crops in chunks])
+    else:
+        vectors = [embed_pixels(model, np.stack([decode_png(c, image_size) for c in crops])) for _, crops in chunks]
+    return sum(gallery.set_embeddings(version, dict(zip(ids, v))) for (ids, _), v in zip(chunks, vectors))
+
+
+_LOADED: dict[str, object] = {}
+
+
+def embed_crops(model_dir: str, crops: list[bytes], image_size: int) -> np.ndarray:
+    """Embeddings of PNG crops by the SavedModel in ``model_dir`` (loaded once per process)."""
+    import tf_keras as keras
+
+    if model_dir not in _LOADED:
+        _LOADED[model_dir] = keras.models.load_model(model_dir, compile=False)
+    return embed_pixels(_LOADED[model_dir], np.stack([decode_png(c, image_size) for c in crops]))
+
+
+def _ray_is_up() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return ray.is_initialized()
 
 
 def _store_model(models_dir: Path, model, meta: dict) -> int:

@@ -130,3 +130,22 @@ def test_identify_through_serving_matches_the_local_answer(home, lfw, capsys):  
     assert remote["name"] == local["name"]
     assert [c["name"] for c in remote["candidates"]] == [c["name"] for c in local["candidates"]]
     assert remote["distance"] == pytest.approx(local["distance"], abs=1e-4)
+
+
+def test_reembedding_on_ray_tasks_matches_in_process(home, local_ray):  # noqa: F811
+    """backfill with Ray up (as in the retraining job) gives the same vectors as in-process."""
+    import numpy as np
+    import tf_keras as keras
+
+    from enroll.models import backfill
+
+    model_dir = home / "models" / "1" / "model"
+    model = keras.models.load_model(model_dir, compile=False)
+    with SqliteGallery(home) as gallery:
+        size = json.loads((home / "models/1/meta.json").read_text())["image_size"]
+        assert backfill(gallery, 901, model, size, model_dir) > 0          # Ray tasks
+        assert backfill(gallery, 902, model, size) > 0                     # this process
+        names_ray, on_ray = gallery.embeddings(901)
+        names_local, local = gallery.embeddings(902)
+    assert names_ray == names_local
+    np.testing.assert_allclose(on_ray, local, atol=1e-5)
