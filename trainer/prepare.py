@@ -41,7 +41,8 @@ def list_identity_folder(root: str | Path) -> tuple[dict[str, list[Path]], Count
     """``{identity: [image paths]}`` for ``root/<identity>/*``, plus counts of what was skipped."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"dataset path not found or not a directory: {root}")
+        raise DatasetError(f"dataset path not found or not a directory: {root} (point data.source, e.g. "
+                           f"--set data.source=DIR, at a folder of <identity>/<photo>.jpg, or use tfds:<name>)")
     counts: Counter = Counter()
     identities: dict[str, list[Path]] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
