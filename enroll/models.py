@@ -197,16 +197,16 @@ def backfill(gallery, version: int, model, image_size: int, model_dir: Path | No
     return sum(gallery.set_embeddings(version, dict(zip(ids, v))) for (ids, _), v in zip(chunks, vectors))
 
 
-_LOADED: dict[str, object] = {}
+_WORKER_MODELS: dict[str, object] = {}  # model dir -> model, in Ray workers
 
 
 def embed_crops(model_dir: str, crops: list[bytes], image_size: int) -> np.ndarray:
     """Embeddings of PNG crops by the SavedModel in ``model_dir`` (loaded once per process)."""
     import tf_keras as keras
 
-    if model_dir not in _LOADED:
-        _LOADED[model_dir] = keras.models.load_model(model_dir, compile=False)
-    return embed_pixels(_LOADED[model_dir], np.stack([decode_png(c, image_size) for c in crops]))
+    if model_dir not in _WORKER_MODELS:
+        _WORKER_MODELS[model_dir] = keras.models.load_model(model_dir, compile=False)
+    return embed_pixels(_WORKER_MODELS[model_dir], np.stack([decode_png(c, image_size) for c in crops]))
 
 
 def _ray_is_up() -> bool:
