@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -23,25 +24,39 @@ LOCAL_DASHBOARD = "http://127.0.0.1:8265"
 ACTIVE = ("submitted", "running")
 
 
+def _auth_headers() -> dict | None:
+    """Ray >= 2.59 protects clusters with a bearer token ($RAY_AUTH_TOKEN, else ~/.ray/auth_token).
+    It is sent explicitly: a process that already runs its own Ray may have settled on sending none."""
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    token = os.environ.get("RAY_AUTH_TOKEN") or (token_file.read_text().strip() if token_file.exists() else "")
+    return {"Authorization": f"Bearer {token}"} if token else None
+
+
 def _job_client(address: str):
     from ray.job_submission import JobSubmissionClient
 
-    if (Path.home() / ".ray" / "auth_token").exists():
-        os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray >= 2.59 protects local clusters with a token
     if address:
-        return JobSubmissionClient(address), False
+        return JobSubmissionClient(address, headers=_auth_headers()), False
     try:
-        return JobSubmissionClient(LOCAL_DASHBOARD), False
+        return JobSubmissionClient(LOCAL_DASHBOARD, headers=_auth_headers()), False
     except Exception:  # noqa: BLE001 - no local head yet: start one
         ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
-        subprocess.run([ray, "start", "--head", "--dashboard-host", "127.0.0.1", "--disable-usage-stats"],
+        # Any local Ray (e.g. this process's own, for data preparation) holds the dashboard agent's
+        # default port; the head's job agent needs one of its own.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            agent_port = probe.getsockname()[1]
+        subprocess.run([ray, "start", "--head", "--dashboard-host", "127.0.0.1", "--disable-usage-stats",
+                        "--dashboard-agent-listen-port", str(agent_port)],
                        check=True, capture_output=True, timeout=120)
+        last = ""
         for _ in range(60):
             try:
-                return JobSubmissionClient(LOCAL_DASHBOARD), True
-            except Exception:  # noqa: BLE001
+                return JobSubmissionClient(LOCAL_DASHBOARD, headers=_auth_headers()), True
+            except Exception as exc:  # noqa: BLE001
+                last = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
                 time.sleep(1)
-        raise GalleryError(f"started a local Ray head but its dashboard at {LOCAL_DASHBOARD} does not answer")
+        raise GalleryError(f"started a local Ray head but its dashboard at {LOCAL_DASHBOARD} does not answer ({last})")
 
 
 def submit_retrain(home=None, reason: str = "", gallery=None, address: str = "") -> tuple[int, str, str]:
