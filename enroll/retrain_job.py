@@ -38,12 +38,10 @@ def flipped_self_rank1(model, gallery, people: list[str], image_size: int) -> fl
         person = gallery.get(name)
         for face in person.faces if person else []:
             names.append(name)
-            crops.append(decode_png(gallery.crop(face.sha256)))
+            crops.append(decode_png(gallery.crop(face.sha256), image_size))
     if not people or not crops:
         return 1.0
-    import tensorflow as tf
-
-    pixels = tf.image.resize(np.stack(crops).astype(np.float32), (image_size, image_size)).numpy()
+    pixels = np.stack(crops)
     embeddings = embed_pixels(model, pixels)
     flipped = embed_pixels(model, pixels[:, :, ::-1])
     labels = np.array(names)
@@ -121,8 +119,7 @@ def run_retrain(home: Path, job_id: int) -> dict:
         cfg.train.out_dir, cfg.train.run_name = str(home / "runs"), f"retrain-job{job_id}-from-v{version}"
         plan = train.plan_run(cfg, None, split=Split(**source["split"]))
         plan.update(init_from=meta["source_checkpoint"], gallery_version=gallery_version, retrain_job=job_id)
-        train._open_tracking(plan, cfg)
-        results = train.launch(plan, cfg)
+        results = train.run_tracked(plan, cfg)
 
         candidate, _, _ = load_run(plan["run_dir"])
         gate = promotion_gate(production_model, candidate, plan, cfg, settings, gallery, changed)

@@ -67,8 +67,7 @@ def plain_fit(plan: dict, cfg) -> dict:
 
 
 def ray_fit(plan: dict, cfg) -> dict:
-    train._open_tracking(plan, cfg)
-    results = train.launch(plan, cfg)
+    results = train.run_tracked(plan, cfg)
     last = results["last_epoch"]
     return {"images_per_second": last["compute/epoch_images"] / last["compute/epoch_wall_seconds"],
             "epoch_seconds": last["compute/epoch_wall_seconds"], "input_wait_fraction": last["input_wait_fraction"]}

@@ -92,8 +92,7 @@ def main() -> int:
     stage("1-3. prepare (detect + align), train on Ray, evaluate")
     cfg.train.run_name = cfg.train.run_name or f"lifecycle-{time.strftime('%Y%m%d-%H%M%S')}"
     plan = train.plan_run(cfg, args.config)
-    train._open_tracking(plan, cfg)
-    results = train.launch(plan, cfg)
+    results = train.run_tracked(plan, cfg)
 
     stage("4. production model and TF-Serving export")
     # τ at FAR 1% for every model version, the retraining's included (enroll.yaml is its policy file).

@@ -75,8 +75,7 @@ def run_one(cfg, label: str, source: Path, people: dict, parent_run_id: str, ini
                          "old": shard_paths(manifest, people["old_sample"]),
                          "new": shard_paths(manifest, sorted(people["new"] + [people["replaced"]]))}
     plan.update(init_from=init_from, parent_run_id=parent_run_id)
-    train._open_tracking(plan, cfg)
-    results = train.launch(plan, cfg)
+    results = train.run_tracked(plan, cfg)
     history = [json.loads((d / "state.json").read_text())["metrics"]
                for d in sorted((Path(plan["run_dir"]) / "checkpoints").glob("epoch-*"))]
     return {"label": label, "run_dir": plan["run_dir"], "mlflow_run_id": plan["mlflow_run_id"],

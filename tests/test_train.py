@@ -26,8 +26,7 @@ def smoke_config(root, tmp_path, **train_overrides):
 def run(cfg, **plan_extra):
     plan = train.plan_run(cfg, None, progress=False)
     plan.update(plan_extra)
-    train._open_tracking(plan, cfg)
-    return plan, train.launch(plan, cfg)
+    return plan, train.run_tracked(plan, cfg)
 
 
 def test_training_learns_and_writes_a_complete_run(synthetic_root, tmp_path, local_ray):

@@ -230,13 +230,18 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         raw = read_mapping(p, "config file")
+    return from_dict(apply_overrides(raw, overrides))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides to a raw (nested dict) config, in place; returns it."""
     for text in overrides:
         section, key, value = parse_override(text)
         raw.setdefault(section, {})
         if not isinstance(raw[section], dict):
             raise ConfigError(f"config section '{section}' must be a mapping")
         raw[section][key] = value
-    return from_dict(raw)
+    return raw
 
 
 def resolve_path(path: str) -> str:

@@ -96,7 +96,7 @@ def _slug(name: str) -> str:
 
 
 def _identity_fingerprint(files: list[Path], size: int, align: bool) -> str:
-    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    stats = [(p.name, s.st_size, s.st_mtime_ns) for p, s in ((p, p.stat()) for p in files)]
     return fingerprint({"files": stats, "size": size, "align": align, "v": ALIGN_VERSION})
 
 

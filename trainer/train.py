@@ -309,6 +309,12 @@ def launch(plan: dict, cfg: Config) -> dict:
     return json.loads((Path(plan["run_dir"]) / "results.json").read_text())
 
 
+def run_tracked(plan: dict, cfg: Config) -> dict:
+    """Open the run's MLflow run, then train (the sequence every caller of a plan needs)."""
+    _open_tracking(plan, cfg)
+    return launch(plan, cfg)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train a FaceNet embedding (see the module docstring).")
     parser.add_argument("--config", help="experiment YAML, e.g. experiments/celeba_nn4.yaml")
@@ -328,8 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 init_from = str(checkpoints.resolve_checkpoint(resolve_path(init_from)))
             plan = plan_run(cfg, args.config)
             plan["init_from"] = init_from or ""
-        _open_tracking(plan, cfg)
-        results = launch(plan, cfg)
+        results = run_tracked(plan, cfg)
     except (ConfigError, DatasetError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -349,11 +354,7 @@ def _resume_plan(run_dir: str, overrides: list[str]) -> tuple[dict, Config]:
     if not plan_file.exists():
         raise FileNotFoundError(f"not a run directory (no plan.json): {run_dir}")
     plan = json.loads(plan_file.read_text())
-    raw = plan["config"]
-    for text in overrides:
-        section, key, value = config_lib.parse_override(text)
-        raw.setdefault(section, {})[key] = value
-    cfg = config_lib.from_dict(raw)
+    cfg = config_lib.from_dict(config_lib.apply_overrides(plan["config"], overrides))
     plan["config"] = cfg.to_dict()
     latest = checkpoints.latest_checkpoint(run_dir)
     plan["resume_from"] = str(latest) if latest else ""
