@@ -154,14 +154,18 @@ def train_worker(plan: dict) -> dict:
     loss_class = TripletSemiHardLoss if t.loss == "semihard" else TripletHardLoss
     loss_fn = loss_class(margin=t.margin, distance_metric=t.distance_metric)
 
-    # Where to start from: a Ray restart after a failure > --resume > --init-from (weights only).
+    # Where to start from: the checkpoint Ray hands a restarted worker group > the run directory's
+    # latest (--resume; also a restart whose last report Ray lost because the worker died before
+    # the controller collected it; the chief writes it atomically before every report, on storage
+    # every worker sees, as /runs in k8s/) > --init-from (weights only).
     state, start_epoch, counters = {}, 0, ComputeCounters()
     ray_checkpoint = ray.train.get_checkpoint() if in_ray else None
+    own_latest = checkpoints.latest_checkpoint(run_dir)
     if ray_checkpoint is not None:
         with ray_checkpoint.as_directory() as directory:
             state = checkpoints.restore(directory, model, optimizer)
-    elif plan.get("resume_from"):
-        state = checkpoints.restore(plan["resume_from"], model, optimizer)
+    elif own_latest is not None:
+        state = checkpoints.restore(own_latest, model, optimizer)
     elif plan.get("init_from"):
         checkpoints.restore(plan["init_from"], model)
     if state:
