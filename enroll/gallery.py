@@ -18,6 +18,7 @@ import numpy as np
 
 MAX_NAME_LENGTH = 100
 CHANGE_KINDS = ("add", "append", "remove")
+REMOVED = ""  # the name a removed person's class changes keep: none
 
 
 class GalleryError(ValueError):

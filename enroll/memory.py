@@ -5,12 +5,13 @@ tests run every case against both so that the two cannot drift apart.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
 import numpy as np
 
-from enroll.gallery import (CHANGE_KINDS, Change, Face, GalleryError, Job, Person, check_new_faces,
+from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, Job, Person, check_new_faces,
                             check_presence, crop_sha, validate_name)
 
 
@@ -58,7 +59,8 @@ class InMemoryGallery:
             for face in person.faces:
                 if face.sha256 not in still_used:
                     self._crops.pop(face.sha256, None)
-            self.record_change("remove", person.name)
+            self._changes = [dataclasses.replace(c, name=REMOVED) if c.name == person.name else c for c in self._changes]
+            self.record_change("remove", REMOVED)
             return person
 
     def get(self, name):

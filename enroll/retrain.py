@@ -71,11 +71,13 @@ def submit_retrain(home=None, reason: str = "", gallery=None, address: str = "")
         version, meta = production_meta(home)
         pending = gallery.changes_since(meta.get("gallery_version", 0))
         address = address or load_settings(home).ray_address or os.environ.get("RAY_ADDRESS", "")
+        dashboard = address if address.startswith("http") else LOCAL_DASHBOARD
         job_id = gallery.add_job("retrain", {"reason": reason, "production_version": version,
-                                             "class_changes": len(pending)}, state="submitted")
+                                             "class_changes": len(pending), "ray_address": dashboard,
+                                             "token": uuid.uuid4().hex[:6]}, state="submitted")
         try:
             client, started = _job_client(address if address.startswith("http") else "")
-            submission = f"facenet-retrain-{job_id}-{uuid.uuid4().hex[:6]}"
+            submission = submission_id(next(j for j in gallery.jobs() if j.id == job_id))
             python = sys.executable if not address else "python"
             # Submitting can race the dashboard agent's start-up on a fresh head: retry briefly.
             for attempt in range(30):
@@ -108,6 +110,8 @@ def maybe_retrain(home, gallery, reason: str):
     from enroll.settings import load_settings
 
     k = load_settings(home).retrain_after_changes
+    if k > 0:
+        reconcile(home, gallery)  # a job killed on Ray must not hold the policy off for ever
     if k <= 0 or any(j.kind == "retrain" and j.state in ACTIVE for j in gallery.jobs()):
         return None
     _, meta = production_meta(home)
@@ -116,8 +120,84 @@ def maybe_retrain(home, gallery, reason: str):
     return submit_retrain(home, reason, gallery)
 
 
+def submission_id(job) -> str:
+    return f"facenet-retrain-{job.id}-{job.params['token']}"
+
+
+def reconcile(home, gallery) -> list[int]:
+    """Give job rows that still say submitted/running the final state their Ray job reached.
+
+    A job records its own end, except when it never gets to: stopped (``enroll retrain --cancel``,
+    ``ray job stop``: Ray kills the driver) or its driver killed. Ray knows; ask it. Returns the
+    ids of the rows changed. A cluster that does not answer leaves the rows as they are.
+    """
+    changed = []
+    for job in gallery.jobs():
+        if job.kind != "retrain" or job.state not in ACTIVE or "token" not in job.params:
+            continue
+        try:
+            info = _client_for(job).get_job_info(submission_id(job))
+        except Exception:  # noqa: BLE001 - unreachable cluster or unknown job: nothing to learn
+            continue
+        if not info.status.is_terminal():
+            continue
+        job = next(j for j in gallery.jobs() if j.id == job.id)  # the driver has exited: its last word is in
+        if job.state not in ACTIVE:
+            continue
+        if _promoted_by(home, job.id) or info.status.value == "STOPPED":
+            state, detail = stopped_state(home, job.id)
+        else:
+            message = (str(info.message or "").strip().splitlines() or ["no message"])[-1][:200]
+            state, detail = "failed", f"Ray job {info.status.value} without recording a result: {message}"
+        gallery.update_job(job.id, state, detail)
+        changed.append(job.id)
+    return changed
+
+
+def cancel_retrain(home, gallery, job_id: int, timeout: float = 120):
+    """Stop a submitted or running retraining on Ray and record it; returns the Job."""
+    job = next((j for j in gallery.jobs() if j.id == job_id and j.kind == "retrain"), None)
+    if job is None:
+        raise GalleryError(f"no retraining job {job_id}")
+    if job.state not in ACTIVE:
+        raise GalleryError(f"retraining job {job_id} already ended {job.state}")
+    if "token" not in job.params:
+        raise GalleryError(f"job {job_id} predates cancellation support: stop it with `ray job stop`")
+    client = _client_for(job)
+    client.stop_job(submission_id(job))
+    deadline = time.time() + timeout
+    while not client.get_job_status(submission_id(job)).is_terminal():
+        if time.time() > deadline:
+            raise GalleryError(f"Ray did not stop job {job_id} within {timeout:.0f} s")
+        time.sleep(1)
+    reconcile(home, gallery)
+    return next(j for j in gallery.jobs() if j.id == job_id)
+
+
+def _client_for(job):
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(job.params["ray_address"], headers=_auth_headers())
+
+
+def stopped_state(home, job_id: int) -> tuple[str, str]:
+    """(state, detail) of a job stopped midway: a stop can arrive after the PRODUCTION switch."""
+    if _promoted_by(home, job_id):
+        return "succeeded", "promoted; stopped on Ray afterwards"
+    return "cancelled", "stopped on Ray before it promoted anything"
+
+
+def _promoted_by(home, job_id: int) -> bool:
+    """Did this job's run become the production model (a cancel can arrive after the switch)?"""
+    try:
+        _, meta = production_meta(home)
+    except GalleryError:
+        return False
+    return Path(meta.get("source_run", "")).name.startswith(f"retrain-job{job_id}-")
+
+
 def wait_for(home, job_id: int, timeout: float = 3600, poll: float = 2.0):
-    """Block until the job row reaches a final state; returns the Job."""
+    """Block until the job row reaches a final state (asking Ray when it may never say); returns the Job."""
     from enroll.store import SqliteGallery
 
     deadline = time.time() + timeout
@@ -125,6 +205,9 @@ def wait_for(home, job_id: int, timeout: float = 3600, poll: float = 2.0):
     try:
         while True:
             job = next(j for j in with_gallery.jobs() if j.id == job_id)
+            if job.state in ACTIVE and time.time() <= deadline:
+                reconcile(home, with_gallery)
+                job = next(j for j in with_gallery.jobs() if j.id == job_id)
             if job.state not in ACTIVE or time.time() > deadline:
                 return job
             time.sleep(poll)

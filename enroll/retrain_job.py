@@ -90,12 +90,30 @@ def register_champion(plan: dict, production_version: int) -> str:
     return version.version
 
 
+def promote(home: Path, plan: dict, far_target: float, gallery, gallery_version: int) -> dict:
+    """Make the run production, then serve it, then name it champion.
+
+    Each step is atomic on its own (a model version appears whole, PRODUCTION is renamed into
+    place once every face has its vector, a TF-Serving version is renamed into place whole), so an
+    interruption anywhere leaves the production model and the served version each consistent, the
+    served one at most one promotion behind: ``python -m serving.export --home`` catches it up
+    (tests/test_retrain.py kills this function at random moments).
+    """
+    from enroll.models import register_run
+    from serving.export import export_home
+
+    version = register_run(plan["run_dir"], home, far_target, gallery, gallery_version)
+    served = export_home(home)
+    return {"production_version": version, "serving_version": served.name,
+            "registry_version": register_champion(plan, version) if plan.get("mlflow_run_id") else None}
+
+
 def run_retrain(home: Path, job_id: int) -> dict:
     from trainer import config as config_lib, train
     from trainer.checkpoints import load_run
     from trainer.splits import Split
 
-    from enroll.models import production, register_run
+    from enroll.models import production
     from enroll.retrain import export_people
     from enroll.settings import load_settings
     from enroll.store import SqliteGallery
@@ -107,7 +125,7 @@ def run_retrain(home: Path, job_id: int) -> dict:
         version, meta, production_model = production(home)
         source = json.loads((Path(meta["source_run"]) / "plan.json").read_text())
         changed = sorted({c.name for c in gallery.changes_since(meta.get("gallery_version", 0))
-                          if c.kind != "remove" and gallery.get(c.name) is not None})
+                          if c.name and gallery.get(c.name) is not None})
         work = home / "retrain" / f"job-{job_id}"
         gallery_version, _ = export_people(gallery, work / "people")
 
@@ -127,33 +145,38 @@ def run_retrain(home: Path, job_id: int) -> dict:
         if not gate["passed"]:
             gallery.update_job(job_id, "rejected", "; ".join(gate["reasons"]))
             return summary
-        new_version = register_run(plan["run_dir"], home, settings.far_target, gallery, gallery_version)
-        summary["production_version"] = new_version
-        summary["serving_version"] = str(_export_serving(home))
-        summary["registry_version"] = register_champion(plan, new_version)
+        summary.update(promote(home, plan, settings.far_target, gallery, gallery_version))
+        new_version = summary["production_version"]
         gallery.update_job(job_id, "succeeded", f"model {new_version} promoted (was {version}); "
                            f"old accuracy {gate['old_accuracy_before']:.3f} -> {gate['old_accuracy_after']:.3f}; "
                            f"{results['compute']['steps']} steps")
         return summary
+    except (KeyboardInterrupt, SystemExit):  # `ray job stop` / `enroll retrain --cancel` (SIGTERM)
+        from enroll.retrain import stopped_state
+
+        gallery.update_job(job_id, *stopped_state(home, job_id))
+        raise
     except BaseException as exc:
         gallery.update_job(job_id, "failed", (str(exc).splitlines() or [type(exc).__name__])[0][:300])
         raise
     finally:
+        forget_removed_meanwhile(home, gallery, home / "retrain" / f"job-{job_id}" / "people")
         gallery.close()
+
+
+def forget_removed_meanwhile(home: Path, gallery, exported: Path) -> None:
+    """People removed while this job trained on their export: remove-person cleaned up before the
+    job's copies existed, so do it again now."""
+    from enroll.forget import forget
+
+    for folder in sorted(exported.iterdir()) if exported.is_dir() else []:
+        if gallery.get(folder.name) is None:
+            forget(home, folder.name)
 
 
 def _last_val_accuracy(run_dir: Path) -> float:
     results = json.loads((run_dir / "results.json").read_text())
     return float(results.get("last_epoch", {}).get("val_accuracy", 0.0))
-
-
-def _export_serving(home: Path):
-    from serving.export import main as export_main
-
-    code = export_main(["--home", str(home)])
-    if code != 0:
-        raise RuntimeError("serving export failed after promotion")
-    return max((p for p in (home / "serving" / "facenet").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
 
 
 def main(argv: list[str] | None = None) -> int:

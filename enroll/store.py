@@ -8,7 +8,8 @@ and the class-change record commit together or not at all; crops are written und
 before the commit and journalled so a killed writer's crops are removed (see crops.py).
 
 Deletion leaves no trace: ``secure_delete`` zeroes freed rows and a WAL checkpoint with truncate
-drops the old page images, so a removed person's embeddings and crop hashes are gone from disk.
+drops the old page images, so a removed person's embeddings and crop hashes are gone from disk;
+their entries in the class-change log lose the name. (Copies outside the gallery: enroll/forget.py.)
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from enroll.crops import CropFiles
-from enroll.gallery import (CHANGE_KINDS, Change, Face, GalleryError, Job, Person, check_new_faces, check_presence,
-                            crop_sha, validate_name)
+from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, Job, Person, check_new_faces,
+                            check_presence, crop_sha, validate_name)
 from enroll.memory import InMemoryGallery
 from enroll.schema import connect, create_schema, needs_schema
 
@@ -117,7 +118,9 @@ class SqliteGallery:
             db.executemany("DELETE FROM embeddings WHERE face_id = ?", ids)
             db.executemany("DELETE FROM faces WHERE id = ?", ids)
             db.execute("DELETE FROM people WHERE name = ?", (name,))
-            self._insert_change(db, "remove", name)
+            # The change log counts what a retraining must learn; it need not say who.
+            db.execute("UPDATE changes SET name = ? WHERE name = ?", (REMOVED, name))
+            self._insert_change(db, "remove", REMOVED)
         with self._write():
             pass  # resolving the journal deletes the crops no other face shares
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old page images out of the WAL

@@ -15,7 +15,6 @@ again: no re-tracing, the same weights (the benchmark reports both costs).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sqlite3
@@ -31,6 +30,7 @@ import numpy as np
 
 from serving import versions
 from serving.models_config import write_models_config
+from trainer import cliargs
 
 DEFAULT_TOP_K = 5
 _MODULES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -162,31 +162,42 @@ def _from_run(args) -> dict:
 
 
 def _from_home(args, notes: list[str]) -> dict:
+    return home_spec(Path(args.home), args.model_version, notes)
+
+
+def home_spec(home: Path, model_version: int | None = None, notes: list[str] | None = None) -> dict:
+    """The production model (or ``model_version``) of a FACENET_HOME with its enrolled gallery."""
     import tf_keras as keras
 
     import trainer.models  # noqa: F401  registers the custom layers load_model needs
 
-    home = Path(args.home)
-    if args.model_version is None:
+    if model_version is None:
         production = home / "PRODUCTION"
         if not production.exists():
             raise FileNotFoundError(f"no production model: {production} is absent (or pass --model-version)")
-        args.model_version = int(production.read_text().strip())
-    root = home / "models" / str(args.model_version)
+        model_version = int(production.read_text().strip())
+    root = home / "models" / str(model_version)
     if not (root / "model").is_dir():
         raise FileNotFoundError(f"no model directory {root / 'model'}")
     meta = json.loads((root / "meta.json").read_text()) if (root / "meta.json").exists() else {}
-    names, embeddings = load_gallery(home, args.model_version, notes)
+    names, embeddings = load_gallery(home, model_version, notes)
     threshold = meta.get("threshold")
     return {"model": keras.models.load_model(str(root / "model"), compile=False),
             "gallery_embeddings": embeddings if names else None, "gallery_names": names or None,
             "threshold": None if threshold is None else float(threshold),
-            "metadata": {"model_version": args.model_version, "threshold_source": f"models/{args.model_version}/meta.json",
+            "metadata": {"model_version": model_version, "threshold_source": f"models/{model_version}/meta.json",
                          **{k: meta[k] for k in ("far_target", "source_run") if k in meta}}}
 
 
+def export_home(home: str | Path, model_name: str = "facenet") -> Path:
+    """Publish the production model and gallery of ``home`` as ``<home>/serving/<name>/<next>/``."""
+    spec = home_spec(Path(home))
+    return export(spec["model"], Path(home) / "serving", model_name, spec["gallery_embeddings"],
+                  spec["gallery_names"], spec["threshold"], metadata=spec["metadata"])
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Export a FaceNet model as a new TF-Serving version.")
+    parser = cliargs.ArgumentParser(description="Export a FaceNet model as a new TF-Serving version.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="a training run directory (exported with an empty gallery)")
     source.add_argument("--home", help="FACENET_HOME: the production model and its enrolled gallery")
@@ -199,12 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-base-path", help="base path as the server sees it (default: --base-path)")
     parser.add_argument("--versions-to-keep", type=int, default=2)
     args = parser.parse_args(argv)
-    if args.base_path is None and args.run:
+    if args.base_path is None and args.run is not None:  # --run "" too: it is not --home
         parser.error("--base-path is required with --run")
     base = Path(args.base_path or Path(args.home) / "serving")
     notes: list[str] = []
     try:
-        spec = _from_run(args) if args.run else _from_home(args, notes)
+        spec = _from_run(args) if args.run is not None else _from_home(args, notes)
         if args.threshold is not None:
             spec["threshold"], spec["metadata"]["threshold_source"] = args.threshold, "command line"
         start = time.perf_counter()
@@ -213,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.models_config:
             write_models_config(args.config_base_path or base, args.models_config, args.name, args.versions_to_keep)
     except (OSError, ValueError, KeyError, sqlite3.Error) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cliargs.one_line(exc)}", file=sys.stderr)
         return 2
     for note in notes:
         print(f"note: {note}; exported an empty gallery", file=sys.stderr)

@@ -27,13 +27,15 @@ DASHBOARD_PORT = 8299
 def ray_head():
     """A Ray head started like a user would, on its own ports; only its own processes are stopped."""
     ray = str(Path(sys.executable).with_name("ray"))
-    sessions = set(Path("/tmp/ray").glob("session_2*"))
     subprocess.run([ray, "start", "--head", "--port", "6399", "--dashboard-host", "127.0.0.1",
                     "--dashboard-port", str(DASHBOARD_PORT), "--dashboard-agent-listen-port", "52399",
                     "--dashboard-agent-grpc-port", "52398", "--runtime-env-agent-port", "52397",
                     "--metrics-export-port", "52396", "--num-cpus", "2", "--disable-usage-stats"],
                    check=True, capture_output=True, timeout=180)
-    (session,) = set(Path("/tmp/ray").glob("session_2*")) - sessions
+    # Its session is the one whose GCS listens on our port (other Rays may start meanwhile).
+    (session,) = {Path(arg.split("=", 1)[1]).parent for p in psutil.process_iter(["cmdline"])
+                  if "--gcs_server_port=6399" in (p.info["cmdline"] or [])
+                  for arg in p.info["cmdline"] if arg.startswith("--log_dir=")}
     yield f"http://127.0.0.1:{DASHBOARD_PORT}"
     roots = [p for p in psutil.process_iter(["cmdline"]) if session.name in " ".join(p.info["cmdline"] or [])]
     family = {p for root in roots for p in [root, *root.children(recursive=True)]}
@@ -149,3 +151,51 @@ def test_reembedding_on_ray_tasks_matches_in_process(home, local_ray):  # noqa: 
         names_local, local = gallery.embeddings(902)
     assert names_ray == names_local
     np.testing.assert_allclose(on_ray, local, atol=1e-5)
+
+
+def test_remove_person_leaves_no_trace_in_any_copy(home, trained_run, lfw, capsys):  # noqa: F811
+    """After two retraining jobs (their exports, aligned shards, plans, MLflow artefacts) and
+    several served versions, remove-person must leave nothing of the person in the home, the
+    data cache, the runs or the MLflow store: not the name (as written or as a file-name slug),
+    not a crop, not a vector of any model version."""
+    from serving.export import export_home
+    from trainer.prepare import _slug
+
+    victim = "Donald Rumsfeld"
+    export_home(home)  # one more served version naming them
+    with SqliteGallery(home) as gallery:
+        person = gallery.get(victim)
+        crops = [gallery.crop(face.sha256) for face in person.faces]
+        vectors = [v for version in (1, 2) for name, v in zip(*gallery.embeddings(version)) if name == victim]
+    traces = {"name": victim.encode(), "slug": _slug(victim).encode(), "file name": b"Donald_Rumsfeld",
+              **{f"crop {i}": c[len(c) // 2:len(c) // 2 + 48] for i, c in enumerate(crops)},
+              **{f"crop hash {i}": f.sha256.encode() for i, f in enumerate(person.faces)},
+              **{f"vector {i}": v.tobytes()[:64] for i, v in enumerate(vectors)}}
+    data_dirs = [home, trained_run.parent]  # the home, and the runs, cache and MLflow store it trained with
+
+    def found():
+        hits = {}
+        for root in data_dirs:
+            for path in (p for p in root.rglob("*") if p.is_file()):
+                blob = str(path.relative_to(root)).encode() + b"\0" + path.read_bytes()  # names count too
+                for what, needle in traces.items():
+                    if needle in blob:
+                        hits.setdefault(what, []).append(str(path.relative_to(root.parent)))
+        return hits
+
+    before, exports = found(), len(list(home.glob(f"retrain/job-*/people/{victim}")))
+    assert {"name", "slug", "vector 0", "crop hash 0"} <= set(before), before  # the search finds copies
+    assert any("retrain/job-" in p for p in before["name"]), before
+    assert any("serving/" in p for what, paths in before.items() if what.startswith("vector") for p in paths), before
+    assert cli.main(["remove-person", victim, "--json", "--home", str(home)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["copies_deleted"]["retraining_exports"] == exports >= 1 and report["copies_deleted"]["served_versions_deleted"] >= 2
+    assert found() == {}
+    with SqliteGallery(home) as gallery:
+        people = {name for name, _ in gallery.list_people()}
+        assert victim not in people and gallery.check_consistency(int((home / "PRODUCTION").read_text())) == []
+    from enroll.forget import served_people
+    from serving import versions
+
+    newest = versions.version_dir(home / "serving", "facenet")
+    assert served_people(newest) == people  # the others are still served

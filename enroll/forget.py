@@ -1,0 +1,126 @@
+"""Forgetting a person everywhere enrolment copied them (``enroll remove-person`` calls ``forget``).
+
+The gallery removes its own rows, crops and vectors and the name from its change log
+(``store.remove_person``). Retraining and serving made copies, removed here:
+
+- retraining exports: ``retrain/job-*/people/<name>/``, the crops a warm start trained on;
+- the aligned shards ``prepare`` made of those exports (``<cache>/aligned-*/<slug>-*.tfrecord``
+  and their ``.json`` summaries) and the person's entry in those export roots' manifests;
+- those shards' paths in the retraining runs' ``plan.json``, and in its copy among the run's
+  MLflow artefacts;
+- served gallery versions: a TF-Serving version holds names and vectors, so a version without
+  the person is exported first, then every version that names them is deleted (TF-Serving keeps
+  serving the newest; a client asking for "latest" never finds none).
+
+What cannot be taken back is what a model learnt from their photos: the weights of runs trained
+with them. The next promoted retraining no longer sees them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+PEOPLE_IN_SERVED_VERSION = "people/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def forget(home: Path, name: str) -> dict:
+    """Delete every copy of ``name`` outside the gallery under ``home``; counts of what went."""
+    home = Path(home)
+    exports = _retraining_exports(home, name)
+    shards = _aligned_shards(home, name)
+    plans = _run_plans(home, shards)
+    served = _served_versions(home, name)
+    return {"retraining_exports": exports, "aligned_shards": len(shards), "run_plans": plans, **served}
+
+
+def _retraining_exports(home: Path, name: str) -> int:
+    folders = [f for f in (home / "retrain").glob("job-*/people/*") if f.name == name]
+    for folder in folders:
+        shutil.rmtree(folder)
+    return len(folders)
+
+
+def _cache_dirs(home: Path) -> set[Path]:
+    """The caches retraining runs prepared their data in (from their plans)."""
+    dirs = set()
+    for plan_file in (home / "runs").glob("*/plan.json"):
+        cache = json.loads(plan_file.read_text()).get("config", {}).get("data", {}).get("cache_dir")
+        if cache:
+            dirs.add(Path(cache))
+    return dirs
+
+
+def _aligned_shards(home: Path, name: str) -> set[str]:
+    """Delete the person's shards made from this home's exports; returns their paths."""
+    exports = str((home / "retrain").resolve()) + os.sep
+    removed = set()
+    for cache in _cache_dirs(home):
+        for manifest_file in cache.glob("aligned-*/manifests/*.json"):
+            manifest = json.loads(manifest_file.read_text())
+            entry = manifest.get("identities", {}).get(name)
+            if entry is None or not str(manifest.get("root", "")).startswith(exports):
+                continue  # a user's own dataset is theirs to curate
+            shard = Path(manifest["dir"]) / entry["shard"]
+            for path in (shard, Path(f"{shard}.json")):
+                path.unlink(missing_ok=True)
+            removed.add(str(shard))
+            del manifest["identities"][name]
+            _write_json(manifest_file, manifest)
+    return removed
+
+
+def _run_plans(home: Path, shards: set[str]) -> int:
+    """Drop deleted shards from the plans that list them, locally and in MLflow."""
+    rewritten = 0
+    for plan_file in (home / "runs").glob("*/plan.json"):
+        plan = json.loads(plan_file.read_text())
+        lists = [plan.get("shards", {}), plan.get("eval_sets", {})]
+        if not any(shard in paths for group in lists for paths in group.values() for shard in shards):
+            continue
+        for group in lists:
+            for key, paths in group.items():
+                group[key] = [p for p in paths if p not in shards]
+        _write_json(plan_file, plan)
+        if plan.get("mlflow_run_id") and plan.get("tracking_uri"):
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(plan["tracking_uri"]).log_artifact(plan["mlflow_run_id"], str(plan_file))
+        rewritten += 1
+    return rewritten
+
+
+def served_people(version_dir: Path) -> set[str]:
+    """The people a TF-Serving version can name (read from its variables, without loading it)."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(version_dir / "variables" / "variables"))
+    if PEOPLE_IN_SERVED_VERSION not in reader.get_variable_to_shape_map():
+        return set()
+    return {n.decode() for n in reader.get_tensor(PEOPLE_IN_SERVED_VERSION)}
+
+
+def _served_versions(home: Path, name: str) -> dict:
+    from serving import versions
+    from serving.export import export_home
+
+    deleted = exported = 0
+    for model_dir in sorted(p for p in (home / "serving").glob("*") if p.is_dir()):
+        naming = [v for v in versions.list_versions(model_dir.parent, model_dir.name)
+                  if name in served_people(model_dir / str(v))]
+        if not naming:
+            continue
+        # The replacement first, so the server always has a version to serve.
+        export_home(home, model_dir.name)  # raises before anything served is deleted
+        exported += 1
+        for version in naming:
+            shutil.rmtree(model_dir / str(version))
+            deleted += 1
+    return {"served_versions_deleted": deleted, "served_versions_exported": exported}
+
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
