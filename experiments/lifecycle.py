@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import trainer  # noqa: E402,F401  (tf-keras before TensorFlow)
 from trainer import config as config_lib, train  # noqa: E402
@@ -58,7 +60,7 @@ def identify_all(home: Path, probes: list[tuple[str | None, Path]]) -> dict:
             "identify_p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else float("nan")}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="experiments/celeba_nn4.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -67,13 +69,19 @@ def main() -> int:
     parser.add_argument("--strangers", type=int, default=3, help="people of --people never enrolled")
     parser.add_argument("--far-target", type=float, default=0.01, help="FAR at which τ is calibrated")
     parser.add_argument("--home", type=Path, help="FACENET_HOME to create (default: a fresh one under .facenet/)")
-    args = parser.parse_args()
+    parser.add_argument("--ray-address", default="",
+                        help="Ray dashboard URL the retraining job is submitted to (default: a local head)")
+    parser.add_argument("--enroll", action="append", default=[], metavar="KEY=VALUE",
+                        help="an enroll.yaml setting for the home, e.g. promotion_max_drop=0.02 (repeatable)")
+    args = parser.parse_args(argv)
 
     from enroll.models import register_run
     from enroll.retrain import submit_retrain, wait_for
     from enroll.service import add_person
     from enroll.store import SqliteGallery
     from serving.export import main as export_main
+    from enroll.gallery import GalleryError
+    from enroll.settings import load_settings
     from trainer.prepare import DatasetError
 
     try:
@@ -84,20 +92,25 @@ def main() -> int:
         people = sorted(p for p in people_root.iterdir() if p.is_dir())
         if len(people) <= args.strangers:
             raise DatasetError(f"--people needs more than {args.strangers} people (the strangers) to enrol anyone")
-    except (config_lib.ConfigError, DatasetError) as exc:
+        policy = {"far_target": args.far_target, **({"ray_address": args.ray_address} if args.ray_address else {}),
+                  **dict(item.split("=", 1) for item in args.enroll if "=" in item)}
+        if any("=" not in item for item in args.enroll):
+            raise config_lib.ConfigError(f"--enroll takes KEY=VALUE, got {args.enroll}")
+        home = (args.home or Path(".facenet") / f"lifecycle-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        # enroll.yaml is the retraining's policy file: τ at FAR 1% for every model version by default.
+        (home / "enroll.yaml").write_text(yaml.safe_dump({k: yaml.safe_load(str(v)) for k, v in policy.items()}))
+        load_settings(home)  # unknown or ill-typed settings are refused now, not after training
+
+        stage("1-3. prepare (detect + align), train on Ray, evaluate")
+        cfg.train.run_name = cfg.train.run_name or f"lifecycle-{time.strftime('%Y%m%d-%H%M%S')}"
+        plan = train.plan_run(cfg, args.config)
+    except (config_lib.ConfigError, DatasetError, GalleryError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    home = (args.home or Path(".facenet") / f"lifecycle-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-
-    stage("1-3. prepare (detect + align), train on Ray, evaluate")
-    cfg.train.run_name = cfg.train.run_name or f"lifecycle-{time.strftime('%Y%m%d-%H%M%S')}"
-    plan = train.plan_run(cfg, args.config)
     results = train.run_tracked(plan, cfg)
 
     stage("4. production model and TF-Serving export")
-    # τ at FAR 1% for every model version, the retraining's included (enroll.yaml is its policy file).
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "enroll.yaml").write_text(f"far_target: {args.far_target}\n")
     register_run(plan["run_dir"], home, far_target=args.far_target)
     export_main(["--home", str(home)])
 
