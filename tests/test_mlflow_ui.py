@@ -34,21 +34,17 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not insta
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+from tests.test_train import smoke_config  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def store(synthetic_root, tmp_path_factory):
     """Run warm_vs_full.py with the smallest config that still makes its three child runs."""
     work = tmp_path_factory.mktemp("warm_vs_full_ui")
-    config = {
-        "data": {"source": str(synthetic_root), "align": False, "cache_dir": str(work / "cache"),
-                 "val_fraction": 0.25, "test_fraction": 0.25},
-        "model": {"name": "tiny", "input_size": 32},
-        "train": {"epochs": 1, "steps_per_epoch": 2, "identities_per_batch": 3, "images_per_identity": 2,
-                  "optimizer": "adam", "learning_rate": 0.003, "out_dir": str(work / "runs")},
-        "eval": {"folds": 2, "pairs_per_fold": 5},
-        "ray": {"num_workers": 0},  # train in-process: Ray Train workers would cost more than the training
-        "mlflow": {"experiment": EXPERIMENT},
-    }
+    config = smoke_config(synthetic_root, work, epochs=1, steps_per_epoch=2, identities_per_batch=3,
+                          images_per_identity=2).to_dict()
+    config["mlflow"] = {"experiment": EXPERIMENT}  # the store comes from MLFLOW_TRACKING_URI, as a user's would
+    config["eval"]["pairs_per_fold"] = 5
     (work / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
     uri = f"sqlite:///{work / 'mlflow.db'}"
     # RAY_ADDRESS dropped so the identity preparation starts its own local Ray, not someone else's cluster.
