@@ -61,9 +61,6 @@ class CropFiles:
     def end(self, journal: Path) -> None:
         journal.unlink(missing_ok=True)  # another lock holder may already have resolved it
 
-    def has_pending(self) -> bool:
-        return any(self.root.glob(JOURNAL_GLOB)) or any(self.root.glob(".pending-*.tmp"))
-
     def resolve_pending(self, referenced: Callable[[set[str]], set[str]]) -> int:
         """Delete journalled crops that no committed row references; call under the write lock.
 

@@ -44,9 +44,9 @@ class SqliteGallery:
         if needs_schema(self._db):
             with self._write() as db:
                 create_schema(db)
-        if self.crops.has_pending():  # a writer died mid-enrolment: drop its uncommitted crops now
-            with self._write():
-                pass
+        # A writer that died mid-enrolment left journalled crops no row names; readers never see
+        # them, and the next write (or check_consistency) deletes them: opening for identify must
+        # not wait behind enrolments for that.
 
     # ------------------------------------------------------------------------- transactions
     @contextmanager
