@@ -190,7 +190,9 @@ def test_append_several_faces_and_remove(home, lfw, capsys):
         assert not g.jobs()
         shas = [f.sha256 for f in g.get("Tony Blair").faces]
     code, r, _ = run_json(capsys, "remove-person", "Tony Blair", home=home)
-    assert code == 0 and r == {"removed": "Tony Blair", "faces": 3, "retrain": None}
+    nothing_copied = {"retraining_exports": 0, "aligned_shards": 0, "run_plans": 0, "served_versions_deleted": 0,
+                      "served_versions_exported": 0}  # no retraining or export yet: only the gallery held them
+    assert code == 0 and r == {"removed": "Tony Blair", "faces": 3, "copies_deleted": nothing_copied, "retrain": None}
     with SqliteGallery(home) as g:
         assert g.get("Tony Blair") is None and "Tony Blair" not in g.embeddings(1)[0] + g.embeddings(2)[0]
         assert g.changes_since(0)[-1].kind == "remove" and g.check_consistency() == []
