@@ -24,17 +24,22 @@ from pathlib import Path
 from enroll.gallery import GalleryError
 from enroll.memory import InMemoryGallery
 from enroll.models import resolve_home
+from trainer import cliargs
 
-TF_COMMANDS = {"init", "add-person", "identify", "verify"}
-
-
-class UsageError(Exception):
-    pass
+TF_COMMANDS = {"init", "add-person", "identify", "verify", "remove-person"}  # remove-person re-exports served galleries
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print usage and exit; we want one error line
-        raise UsageError(message)
+_Parser = cliargs.ArgumentParser  # argparse would print the usage, then the error: one error line instead
+
+
+def _text(value: str) -> str:
+    """A NAME argument: text. Undecodable bytes on the command line reach Python as surrogate
+    escapes, which no UTF-8 database, JSON document or folder name can hold."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"not valid UTF-8 text: {value!r}") from None
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, metavar="RUN_DIR")
     p.add_argument("--far-target", type=float, default=1e-3, help="FAR at which τ is calibrated (default 1e-3)")
     p = sub.add_parser("add-person", parents=[common], help="enrol a person from one or more photos")
-    p.add_argument("name", metavar="NAME", help="the person's name (any unicode; no / \\ or control characters)")
+    p.add_argument("name", metavar="NAME", type=_text, help="the person's name (any unicode; no / \\ or control characters)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="photos of the person, one face each")
     p.add_argument("--append", action="store_true", help="add photos to a person already enrolled")
     p.add_argument("--allow-several-faces", action="store_true", help="keep the largest face of group photos")
@@ -59,13 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", metavar="URL", help="ask TF-Serving (http://host:8501 REST or host:8500 gRPC) instead of the local gallery")
     p = sub.add_parser("verify", parents=[common], help="is this photo of NAME?")
     p.add_argument("image")
-    p.add_argument("--name", required=True)
+    p.add_argument("--name", required=True, type=_text)
     p = sub.add_parser("remove-person", parents=[common], help="delete a person and all their data")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", type=_text)
     sub.add_parser("list", parents=[common], help="enrolled people")
     p = sub.add_parser("retrain", parents=[common], help="submit a warm-start retraining (a Ray job) now")
     p.add_argument("--wait", action="store_true", help="wait for the job to finish (and promote)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait at most")
+    p.add_argument("--cancel", type=int, metavar="JOB", help="stop retraining job JOB on Ray instead")
     sub.add_parser("status", parents=[common], help="production model, gallery size, class changes, jobs")
     return parser
 
@@ -73,14 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # --help
+    except SystemExit as exc:  # --help, or a malformed command line (one error line printed, exit 2)
         return exc.code if isinstance(exc.code, int) else 0
-    as_json, home = getattr(args, "json", False), resolve_home(getattr(args, "home", None))
+    as_json = getattr(args, "json", False)
     notes: list[str] = []
     try:
+        home = _home(getattr(args, "home", None))
         with _quiet_native_logs(args.command in TF_COMMANDS):
             result, text = COMMANDS[args.command](args, home, notes)
         code = 0
@@ -94,17 +98,42 @@ def main(argv: list[str] | None = None) -> int:
         result, text, code = {"error": f"{type(exc).__name__}: {_line(exc)}"}, [], 1
         notes.append(f"error: unexpected {type(exc).__name__}: {_line(exc)}")
     try:
-        if as_json or text:
-            print(json.dumps(result, ensure_ascii=False) if as_json else "\n".join(text), flush=True)
+        if as_json:
+            _write(json.dumps(result, ensure_ascii=False), sys.stdout, fallback=json.dumps(result))
+        elif text:
+            _write("\n".join(text), sys.stdout)
     except BrokenPipeError:  # `enroll list | head`: the reader left, which is not our error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     for note in notes:
-        print(note, file=sys.stderr)
+        _write(note, sys.stderr)
     return code
 
 
+def _write(text: str, stream, fallback: str | None = None) -> None:
+    """print; a stream that cannot encode ``text`` (a file name of undecodable bytes, kept as
+    surrogate escapes, under a strict UTF-8 locale) gets ``fallback``, else ``text`` with escapes."""
+    try:
+        print(text, file=stream, flush=True)
+    except UnicodeEncodeError:
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        print(fallback if fallback is not None else text.encode(encoding, "backslashreplace").decode(encoding),
+              file=stream, flush=True)
+
+
+def _home(value: str | None) -> Path:
+    """--home (else $FACENET_HOME, else ./.facenet), refused at once when it cannot be a data directory."""
+    try:
+        home = resolve_home(value)
+        if home.exists() and not home.is_dir():
+            raise GalleryError(f"home {home} is not a directory")
+    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop, an unknown ~user
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise GalleryError(f"home {value or os.environ.get('FACENET_HOME', '')!r} is unusable: {reason}") from None
+    return home
+
+
 def _line(exc) -> str:
-    return " ".join(str(exc).split("\n")).strip()
+    return cliargs.one_line(exc)
 
 
 def _extra(exc) -> dict:
@@ -154,7 +183,7 @@ def _gallery(home: Path, create: bool = False):
 def cmd_init(args, home, notes):
     from enroll.models import production_meta, register_run
 
-    if not Path(args.run).is_dir():
+    if not os.path.isdir(args.run):  # (Path.is_dir raises on a name too long)
         raise GalleryError(f"run directory not found: {args.run}")
     if not 0 < args.far_target < 1:
         raise GalleryError(f"--far-target must be between 0 and 1, got {args.far_target}")
@@ -187,12 +216,19 @@ def _retrain_after(home, gallery, reason: str, requested: bool) -> dict | None:
 def cmd_add_person(args, home, notes):
     from enroll.models import production_meta
     from enroll.service import add_person
+    from enroll.settings import load_settings
 
     production_meta(home)  # "run enroll init" before touching anything else
+    load_settings(home)  # a broken enroll.yaml refuses the enrolment, rather than failing after it
     with _gallery(home, create=True) as gallery:
         report = add_person(gallery, home, args.name, args.images, append=args.append,
                             allow_several=args.allow_several_faces)
-        retrain = _retrain_after(home, gallery, f"add-person {report['name']}", args.retrain)
+        try:
+            retrain = _retrain_after(home, gallery, "add-person", args.retrain)
+        except GalleryError as exc:  # the enrolment is committed: exit 0, and say what did not happen
+            retrain = None
+            report["retrain"] = {"error": _line(exc)}
+            notes.append(f"warning: {report['name']!r} is enrolled, but {_line(exc)}")
         if retrain:
             report["retrain"] = retrain
     text = _photo_lines(report["photos"]) + [
@@ -201,7 +237,7 @@ def cmd_add_person(args, home, notes):
     for other in report["lookalikes"]:
         notes.append(f"warning: {report['name']!r} looks like {other['name']!r} (distance {other['distance']:.4f} "
                      f"<= τ {report['threshold']:.4f}): the same person under two names?")
-    if "retrain" in report:
+    if "message" in report.get("retrain", {}):
         text.append(report["retrain"]["message"])
     return report, text
 
@@ -209,7 +245,10 @@ def cmd_add_person(args, home, notes):
 def cmd_identify(args, home, notes):
     from enroll.service import identify, identify_remote
 
+    if args.top_k < 1:  # (identify checks it too; the --server path would slice with it)
+        raise GalleryError(f"--top-k must be at least 1, got {args.top_k}")
     if args.server:
+        _check_url(args.server)
         r = identify_remote(args.server, args.image, args.top_k)
     else:
         with _gallery(home) as gallery:
@@ -218,6 +257,20 @@ def cmd_identify(args, home, notes):
     lines = [head] + [f"  {i}. {c['name']}  {c['distance']:.4f}{'  within τ' if c['match'] else ''}"
                       for i, c in enumerate(r["candidates"], 1)]
     return r, lines + ([f"note: {r['note']}"] if r["note"] else [])
+
+
+def _check_url(server: str) -> None:
+    """An http(s) --server must parse as a URL with a host (requests would raise InvalidURL)."""
+    from urllib.parse import urlsplit
+
+    if server.startswith(("http://", "https://")):
+        try:
+            parts = urlsplit(server)
+            host, _ = parts.hostname, parts.port  # .port raises on a port out of range
+        except ValueError as exc:
+            raise GalleryError(f"--server {server!r} is not a valid URL: {exc}") from None
+        if not host:
+            raise GalleryError(f"--server {server!r} names no host")
 
 
 def cmd_verify(args, home, notes):
@@ -230,11 +283,17 @@ def cmd_verify(args, home, notes):
 
 
 def cmd_remove_person(args, home, notes):
+    from enroll.forget import forget
+
     with _gallery(home) as gallery:
         person = gallery.remove_person(args.name)
-        retrain = _retrain_after(home, gallery, f"remove-person {person.name}", False)
-    text = [f"removed {person.name!r}: {_n(len(person.faces), 'face')}, their crops and embeddings deleted"]
-    return {"removed": person.name, "faces": len(person.faces), "retrain": retrain}, text + (
+        copies = forget(home, person.name)
+        retrain = _retrain_after(home, gallery, "remove-person", False)
+    text = [f"removed {person.name!r}: {_n(len(person.faces), 'face')}, their crops and embeddings deleted; "
+            f"copies deleted: {_n(copies['retraining_exports'], 'retraining export')}, "
+            f"{_n(copies['aligned_shards'], 'aligned shard')}, {_n(copies['served_versions_deleted'], 'served version')} "
+            f"(replaced by {_n(copies['served_versions_exported'], 'new version')})"]
+    return {"removed": person.name, "faces": len(person.faces), "copies_deleted": copies, "retrain": retrain}, text + (
         [retrain["message"]] if retrain else [])
 
 
@@ -243,6 +302,14 @@ def cmd_retrain(args, home, notes):
     from enroll.retrain import wait_for
 
     production_meta(home)
+    if args.cancel is not None:
+        from enroll.retrain import cancel_retrain
+
+        with _gallery(home) as gallery:
+            job = cancel_retrain(home, gallery, args.cancel)
+        return {"job": job.id, "state": job.state, "detail": job.detail}, [
+            f"job {job.id}: {job.state} ({job.detail}); the production model is unchanged"
+            if job.state == "cancelled" else f"job {job.id}: {job.state} ({job.detail})"]
     with _gallery(home) as gallery:
         retrain = _retrain_after(home, gallery, "enroll retrain", True)
     text = [retrain["message"]]
@@ -271,13 +338,17 @@ def cmd_status(args, home, notes):
     except ModelError as exc:
         version, meta = None, {"problem": str(exc)}
     with _gallery(home) as gallery:
+        if any(j.state in ("submitted", "running") for j in gallery.jobs()):
+            from enroll.retrain import reconcile
+
+            reconcile(home, gallery)
         people = gallery.list_people()
         changes = gallery.changes_since(meta.get("gallery_version", 0)) if version else []
         jobs = gallery.jobs()
     status = {"home": str(home), "production_version": version, "threshold": meta.get("threshold"),
               "threshold_method": meta.get("threshold_method"), "people": len(people),
               "faces": sum(k for _, k in people), "source_run": meta.get("source_run"),
-              "class_changes_since_production": [{"seq": c.seq, "kind": c.kind, "name": c.name} for c in changes],
+              "class_changes_since_production": [{"seq": c.seq, "kind": c.kind, "name": c.name or None} for c in changes],
               "jobs": [{"id": j.id, "kind": j.kind, "state": j.state, "detail": j.detail} for j in jobs]}
     kinds = {k: sum(c.kind == k for c in changes) for k in ("add", "append", "remove")}
     lines = [f"home: {home}",

@@ -68,7 +68,9 @@ def add_person(gallery, home, name: str, paths, *, append: bool = False, allow_s
                                    [p.summary() for p in photos])
         vectors = embed_pixels(model, np.stack([p.crop for p in accepted]))
         lookalikes = similar_people(gallery, version, vectors, meta["threshold"], exclude=name)
-        faces = [(encode_png(p.crop), Path(p.source).name) for p in accepted]
+        # The file name is kept as text: undecodable bytes in it (surrogate escapes) as \udcff.
+        faces = [(encode_png(p.crop), Path(p.source).name.encode("utf-8", "backslashreplace").decode("utf-8"))
+                 for p in accepted]
         try:
             person = gallery.add_person(name, faces, {version: vectors}, append=append,
                                         guard=guard_for(home, version))

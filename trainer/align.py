@@ -30,6 +30,7 @@ LANDMARK_KEYS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".webp")
 MAX_PIXELS = 40_000_000  # ~ a 7700×5200 photo; above this decoding alone costs seconds and GBs.
+MAX_FILE_BYTES = 256 * 2**20  # more than any photo of MAX_PIXELS; reading stops there (a video, /dev/zero)
 MIN_SIDE = 24  # MTCNN's smallest detectable face is ~20 px.
 MIN_CONFIDENCE = 0.90
 # A second face counts as "another person in the photo" only when it is at least this fraction of
@@ -47,7 +48,11 @@ def read_image(source: str | os.PathLike | bytes) -> np.ndarray:
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        if isinstance(source, bytes):
+            data = source
+        else:
+            with Path(source).open("rb") as file:
+                data = file.read(MAX_FILE_BYTES + 1)
     except IsADirectoryError:
         raise ImageError("is a directory, not an image") from None
     except FileNotFoundError:
@@ -58,12 +63,18 @@ def read_image(source: str | os.PathLike | bytes) -> np.ndarray:
         raise ImageError(f"unreadable: {exc.strerror or exc}") from None
     if not data:
         raise ImageError("empty file")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"file too large for a photo (more than {MAX_FILE_BYTES:,} bytes)")
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise ImageError(f"image too large: {img.width}x{img.height} pixels (limit {MAX_PIXELS:,})")
             img.load()  # forces a full decode: truncated/corrupt data fails here, not later
-            img = ImageOps.exif_transpose(img).convert("RGB")
+            img = ImageOps.exif_transpose(img)
+            if img.mode.startswith("I;16") or (img.mode == "I" and img.getextrema()[1] > 255):
+                # 16-bit gray (PNG, TIFF): convert("RGB") would clip it to white; keep the high byte
+                img = Image.fromarray((np.clip(np.asarray(img, np.int64), 0, 65535) >> 8).astype(np.uint8), "L")
+            img = img.convert("RGB")
             array = np.asarray(img, dtype=np.uint8)
     except ImageError:
         raise

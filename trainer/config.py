@@ -146,9 +146,11 @@ def apply_fields(target: Any, values: dict[str, Any], label: Callable[[str], str
 def read_mapping(path: Path, what: str) -> dict[str, Any]:
     """The YAML mapping in ``path`` ({} when empty); one-line ConfigError otherwise."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raw = yaml.safe_load(path.read_bytes()) or {}  # bytes: YAML's reader decodes (UTF-8/16) and refuses junk
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} is unreadable: {exc.strerror or exc}") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{what} {path} must hold a mapping")
     return raw
@@ -160,14 +162,15 @@ def from_dict(raw: dict[str, Any] | None) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError("config must be a mapping of sections (data, model, train, eval, ray, mlflow)")
     cfg = Config()
+    sections = [f.name for f in dataclasses.fields(cfg)]
     for section, values in raw.items():
-        if not hasattr(cfg, section) or section.startswith("_"):
-            raise ConfigError(f"unknown config section '{section}' (allowed: {', '.join(cfg.to_dict())})")
+        if section not in sections:
+            raise ConfigError(f"unknown config section {str(section)!r} (allowed: {', '.join(sections)})")
         if values is None:
             continue
         if not isinstance(values, dict):
             raise ConfigError(f"config section '{section}' must be a mapping, got {values!r}")
-        apply_fields(getattr(cfg, section), values, lambda key, section=section: f"config key '{section}.{key}'")
+        apply_fields(getattr(cfg, section), values, lambda key, section=section: f"config key {f'{section}.{key}'!r}")
     for key, allowed in _CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
@@ -186,7 +189,7 @@ def _check_ranges(cfg: Config) -> None:
         "eval.folds": cfg.eval.folds,
     }
     for key, value in positive.items():
-        if value <= 0:
+        if not value > 0:  # NaN too
             raise ConfigError(f"config key '{key}' must be > 0, got {value!r}")
     if cfg.train.epochs < 0:
         raise ConfigError(f"config key 'train.epochs' must be >= 0 (0 = evaluate the initial weights), got {cfg.train.epochs}")
@@ -219,7 +222,11 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         raise ConfigError(f"override must look like section.key=value, got {text!r}")
     dotted, value = text.split("=", 1)
     section, key = dotted.split(".", 1)
-    return section, key, yaml.safe_load(value) if value else ""
+    try:
+        return section, key, yaml.safe_load(value) if value else ""
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML: "
+                          f"{(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
 
 
 def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -239,7 +246,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
         section, key, value = parse_override(text)
         raw.setdefault(section, {})
         if not isinstance(raw[section], dict):
-            raise ConfigError(f"config section '{section}' must be a mapping")
+            raise ConfigError(f"config section {section!r} must be a mapping")
         raw[section][key] = value
     return raw
 

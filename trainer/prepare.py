@@ -16,7 +16,6 @@ several faces (largest kept), unreadable, non-image files and empty identity fol
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
+from trainer import cliargs
 from trainer.align import IMAGE_EXTENSIONS, FaceAligner, ImageError, read_image, resize_square
 from trainer.config import ConfigError, fingerprint
 
@@ -244,13 +244,15 @@ def main(argv: list[str] | None = None) -> int:
     from trainer import config as config_lib
     from trainer.models import NATIVE_INPUT_SIZE
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cliargs.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="experiment YAML (its data and model sections are used)")
     parser.add_argument("--source", help="identity-folder root or tfds:<name> (overrides data.source)")
     parser.add_argument("--size", type=int, help="crop size in px (default: the model's input size)")
     parser.add_argument("--cache-dir", help="overrides data.cache_dir")
     parser.add_argument("--prune", action="store_true", help="delete cached shards no manifest uses, then exit")
     args = parser.parse_args(argv)
+    if args.size is not None and args.size < 0:
+        parser.error(f"argument --size: must be a number of pixels (0 = the model's input size), got {args.size}")
     try:
         cfg = config_lib.load(args.config)
         if args.prune:
@@ -263,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = prepare(source, args.cache_dir or cfg.data.cache_dir, size, cfg.data.align,
                            cfg.data.max_identities, cfg.data.prepare_workers, cfg.ray.address)
     except (ConfigError, DatasetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cliargs.one_line(exc)}", file=sys.stderr)
         return 2
     print(f"prepared {manifest['dir']}: {format_counts(manifest['counts'])}")
     return 0

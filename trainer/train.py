@@ -16,14 +16,13 @@ same loss over all of them, as FaceNet mines within its ~1,800-face batches.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
 import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from trainer import checkpoints, config as config_lib
+from trainer import checkpoints, cliargs, config as config_lib
 from trainer.compute import ComputeCounters, epoch_counters
 from trainer.config import Config, ConfigError, resolve_path
 from trainer.prepare import DatasetError
@@ -320,7 +319,7 @@ def run_tracked(plan: dict, cfg: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train a FaceNet embedding (see the module docstring).")
+    parser = cliargs.ArgumentParser(description="Train a FaceNet embedding (see the module docstring).")
     parser.add_argument("--config", help="experiment YAML, e.g. experiments/celeba_nn4.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a finished or interrupted run")
@@ -339,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             plan = plan_run(cfg, args.config)
             plan["init_from"] = init_from or ""
         results = run_tracked(plan, cfg)
-    except (ConfigError, DatasetError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, DatasetError, OSError) as exc:
+        print(f"error: {cliargs.one_line(exc)}", file=sys.stderr)
         return 2
     test = results.get("test", {})
     print(f"run: {plan['run_dir']}")
@@ -357,7 +356,12 @@ def _resume_plan(run_dir: str, overrides: list[str]) -> tuple[dict, Config]:
     plan_file = Path(run_dir) / "plan.json"
     if not plan_file.exists():
         raise FileNotFoundError(f"not a run directory (no plan.json): {run_dir}")
-    plan = json.loads(plan_file.read_text())
+    try:
+        plan = json.loads(plan_file.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"not a run directory ({plan_file} is not JSON: {exc})") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("config"), dict):
+        raise ConfigError(f"not a run directory ({plan_file} holds no config)")
     cfg = config_lib.from_dict(config_lib.apply_overrides(plan["config"], overrides))
     plan["config"] = cfg.to_dict()
     latest = checkpoints.latest_checkpoint(run_dir)
