@@ -23,7 +23,7 @@ in-process: TensorFlow, MTCNN and the production model load once). ``FUZZ_EXAMPL
 examples per property instead; ``-m slow`` runs the module once more with a large budget
 (``test_large_budget``). Hypothesis is derandomized, so a run is reproducible. The number of cases
 tried per property is printed at the end and written to ``$FACENET_TEST_ARTIFACTS/fuzz_cases.json``
-when that is set.
+(default ``test-artifacts/``).
 """
 import io
 import json
@@ -78,7 +78,7 @@ def report_cases(request):
         return
     summary = (f"fuzz: {sum(CASES.values())} cases tried ("
                + ", ".join(f"{prop} {n}" for prop, n in sorted(CASES.items())) + ")")
-    folder = os.environ.get("FACENET_TEST_ARTIFACTS")
+    folder = os.environ.get("FACENET_TEST_ARTIFACTS") or REPO / "test-artifacts"
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / "fuzz_cases.json").write_text(json.dumps(
