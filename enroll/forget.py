@@ -42,25 +42,30 @@ def _retraining_exports(home: Path, name: str) -> int:
     return len(folders)
 
 
-def _cache_dirs(home: Path) -> set[Path]:
-    """The caches retraining runs prepared their data in (from their plans)."""
-    dirs = set()
+def _retraining_data(home: Path) -> tuple[set[Path], set[str]]:
+    """The caches the home's retraining runs prepared their data in, and the export folders they
+    read (from the runs' plans: the paths as they were, should the home have moved since)."""
+    caches, exports = set(), set()
     for plan_file in (home / "runs").glob("*/plan.json"):
-        cache = json.loads(plan_file.read_text()).get("config", {}).get("data", {}).get("cache_dir")
-        if cache:
-            dirs.add(Path(cache))
-    return dirs
+        data = json.loads(plan_file.read_text()).get("config", {}).get("data", {})
+        if data.get("cache_dir"):
+            caches.add(Path(data["cache_dir"]))
+        if data.get("extra_source"):
+            exports.add(str(Path(data["extra_source"])))
+    return caches, exports
 
 
 def _aligned_shards(home: Path, name: str) -> set[str]:
     """Delete the person's shards made from this home's exports; returns their paths."""
-    exports = str((home / "retrain").resolve()) + os.sep
+    here = str((home / "retrain").resolve()) + os.sep
+    caches, exports = _retraining_data(home)
     removed = set()
-    for cache in _cache_dirs(home):
+    for cache in caches:
         for manifest_file in cache.glob("aligned-*/manifests/*.json"):
             manifest = json.loads(manifest_file.read_text())
             entry = manifest.get("identities", {}).get(name)
-            if entry is None or not str(manifest.get("root", "")).startswith(exports):
+            root = str(manifest.get("root", ""))
+            if entry is None or not (root.startswith(here) or root in exports):
                 continue  # a user's own dataset is theirs to curate
             shard = Path(manifest["dir"]) / entry["shard"]
             for path in (shard, Path(f"{shard}.json")):
