@@ -163,8 +163,12 @@ def cancel_retrain(home, gallery, job_id: int, timeout: float = 120):
         raise GalleryError(f"retraining job {job_id} already ended {job.state}")
     if "token" not in job.params:
         raise GalleryError(f"job {job_id} predates cancellation support: stop it with `ray job stop`")
-    client = _client_for(job)
-    client.stop_job(submission_id(job))
+    try:
+        client = _client_for(job)
+        client.stop_job(submission_id(job))
+    except Exception as exc:  # noqa: BLE001 - cluster gone, or it forgot the job
+        raise GalleryError(f"cannot stop job {job_id} on Ray at {job.params['ray_address']}: "
+                           f"{(str(exc).splitlines() or [type(exc).__name__])[0][:200]}") from None
     deadline = time.time() + timeout
     while not client.get_job_status(submission_id(job)).is_terminal():
         if time.time() > deadline:
