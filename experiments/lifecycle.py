@@ -6,8 +6,9 @@ prepare (detect + align) -> train on Ray -> evaluate -> export for TF-Serving ->
 one-shot (one photo each, from ``--people``, an identity folder of people *not* in the training
 data) -> identify their other photos and photos of people never enrolled (who must come out
 unknown) -> warm-start retraining triggered by the enrolments (a Ray job) -> promotion ->
-identify again -> summary (accuracy before/after, N vs N_adpt, latencies) and where to look in
-MLflow. Local Ray, a sqlite MLflow store and in-process serving; nothing else to start.
+identify again -> for comparison, a full retraining from scratch on the same changed data
+(N_prim; ``--skip-full-retrain`` saves that time) -> summary (accuracy before/after, N vs N_prim vs
+N_adpt, latencies) and where to look in MLflow, where the three runs are grouped under one parent. Local Ray, a sqlite MLflow store and in-process serving; nothing else to start.
 """
 from __future__ import annotations
 
@@ -60,6 +61,30 @@ def identify_all(home: Path, probes: list[tuple[str | None, Path]]) -> dict:
             "identify_p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else float("nan")}
 
 
+def full_retraining(cfg, retrain_plan: dict, base_plan: dict) -> dict:
+    """N_prim: the warm start's data (base identities + the enrolled people), trained from scratch
+    with the base run's budget; grouped with N and N_adpt under one MLflow parent run, as
+    experiments/warm_vs_full.py does, so the UI compares the three."""
+    from mlflow.tracking import MlflowClient
+
+    from trainer.splits import Split
+
+    prim_cfg = config_lib.from_dict(retrain_plan["config"])
+    prim_cfg.train.epochs, prim_cfg.train.steps_per_epoch = cfg.train.epochs, cfg.train.steps_per_epoch
+    prim_cfg.train.stop_when = ""  # out_dir stays the home's runs/: remove-person finds its plan there
+    prim_cfg.train.run_name = f"{base_plan['run_name']}-N_prim"
+    client = MlflowClient(base_plan["tracking_uri"])
+    parent = client.create_run(client.get_run(base_plan["mlflow_run_id"]).info.experiment_id,
+                               run_name=f"warm_vs_full-{base_plan['run_name']}").info.run_id
+    prim_plan = train.plan_run(prim_cfg, None, split=Split(**retrain_plan["split"]))
+    prim_plan["parent_run_id"] = parent
+    results = train.run_tracked(prim_plan, prim_cfg)
+    for run_id in (base_plan["mlflow_run_id"], retrain_plan["mlflow_run_id"]):
+        client.set_tag(run_id, "mlflow.parentRunId", parent)  # nest N and N_adpt beside N_prim
+    client.set_terminated(parent)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="experiments/celeba_nn4.yaml")
@@ -71,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, help="FACENET_HOME to create (default: a fresh one under .facenet/)")
     parser.add_argument("--ray-address", default="",
                         help="Ray dashboard URL the retraining job is submitted to (default: a local head)")
+    parser.add_argument("--skip-full-retrain", action="store_true",
+                        help="skip the comparison with a full retraining from scratch (N_prim), a second base training")
     parser.add_argument("--enroll", action="append", default=[], metavar="KEY=VALUE",
                         help="an enroll.yaml setting for the home, e.g. promotion_max_drop=0.02 (repeatable)")
     args = parser.parse_args(argv)
@@ -140,20 +167,32 @@ def main(argv: list[str] | None = None) -> int:
     after = identify_all(home, probes)
     print(json.dumps(after))
 
-    retrained = [r for r in Path(home / "runs").glob("retrain-job*/results.json")]
-    adapt = json.loads(retrained[0].read_text())["compute"] if retrained else {}
-    full = results["compute"]
+    retrained = sorted(Path(home / "runs").glob("retrain-job*/results.json"))
+    retrain_results = json.loads(retrained[0].read_text()) if retrained else {}
+    adapt, full, prim = retrain_results.get("compute", {}), results["compute"], {}
+    if retrained and not args.skip_full_retrain:
+        stage("10. for comparison: full retraining from scratch on the same changed data (N_prim)")
+        prim_results = full_retraining(cfg, json.loads((retrained[0].parent / "plan.json").read_text()), plan)
+        prim = prim_results["compute"]
     summary = {"run": plan["run_dir"], "home": str(home), "test": results.get("test", {}), "before": before,
                "after": after, "retrain_job": {"state": finished.state, "detail": finished.detail},
-               "N": full, "N_adpt": adapt}
+               "N": full, "N_adpt": adapt, "N_prim": prim,
+               "test_accuracy": {"N": results.get("test", {}).get("accuracy"),
+                                 "N_adpt": retrain_results.get("test", {}).get("accuracy"),
+                                 "N_prim": prim_results.get("test", {}).get("accuracy") if prim else None}}
     (home / "lifecycle.json").write_text(json.dumps(summary, indent=1, default=str))
     stage("summary")
     print("| | before retraining | after retraining |\n| --- | ---: | ---: |")
     for key in ("known_identified", "known_rank1", "strangers_rejected", "identify_p50_ms"):
         print(f"| {key} | {before[key]:.3f} | {after[key]:.3f} |")
-    print(f"\ntraining N: {full['steps']} steps, {full['train_flops']:.3g} FLOPs, {full['wall_seconds']:.0f} s; "
-          f"warm start N_adpt: {adapt.get('steps', 0)} steps, {adapt.get('train_flops', 0):.3g} FLOPs "
-          f"({adapt.get('train_flops', 0) / max(full['train_flops'], 1):.3f} of N); job {finished.state}")
+    print("\n| run | steps | train FLOPs | seconds | test accuracy | FLOPs vs N |\n| --- | ---: | ---: | ---: | ---: | ---: |")
+    for label, compute in (("N (base training)", full), ("N_prim (full retraining)", prim),
+                           ("N_adpt (warm start)", adapt)):
+        if compute:
+            accuracy = summary["test_accuracy"][label.split()[0]]
+            print(f"| {label} | {compute['steps']} | {compute['train_flops']:.3g} | {compute['wall_seconds']:.0f} | "
+                  f"{'–' if accuracy is None else f'{accuracy:.3f}'} | {compute['train_flops'] / full['train_flops']:.3f} |")
+    print(f"\nretraining job {finished.state}")
     print(f"test split: accuracy {results.get('test', {}).get('accuracy', float('nan')):.3f}; "
           f"MLflow: mlflow ui --backend-store-uri {plan['tracking_uri']}  (experiment '{cfg.mlflow.experiment}')")
     print(f"everything: {home} (summary in lifecycle.json); `ray stop` ends the local Ray head the retraining used")

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,10 +65,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def mlflow_ui(store):
-    """``mlflow ui`` on the store; yields its base URL and always stops it (and its children)."""
-    uri, work = store
+@contextmanager
+def serve_ui(uri: str, work: Path):
+    """``mlflow ui`` on the store ``uri``; yields its base URL and always stops it (and its children)."""
     port = free_port()
     log = open(work / "mlflow-ui.log", "w")
     # Its own session: `mlflow ui` forks uvicorn and job-runner processes, and the whole group must go.
@@ -102,18 +102,32 @@ def mlflow_ui(store):
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def mlflow_ui(store):
+    with serve_ui(*store) as base:
+        yield base
+
+
+@contextmanager
+def headless_chromium(profile: Path):
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)  # explicit binary + driver: Selenium Manager would try to download
     # The background-networking flags stop Chromium phoning home, which the closed network refuses.
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", "--window-size=1600,1200",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+                 f"--user-data-dir={profile}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)), options=options)
-    yield driver
-    driver.quit()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    with headless_chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
+        yield driver
 
 
 def artifacts_dir() -> Path:
@@ -163,14 +177,19 @@ def test_compare_page_shows_the_three_runs_and_their_compute_metrics(store, mlfl
     children = {run.info.run_name.split("-")[1]: run for run in client.search_runs(
         [experiment.experiment_id], filter_string="tags.mlflow.parentRunId != ''")}
     assert sorted(children) == sorted(LABELS)
+    assert_compare_page(browser, mlflow_ui, [children[label] for label in LABELS], "mlflow-ui-warm-vs-full-compare.png")
 
+
+def assert_compare_page(browser, base: str, runs: list, screenshot: str) -> None:
+    """MLflow's comparison of ``runs`` (one experiment) shows each run's name and the compute
+    totals each run logged, value by value; the page is saved as ``screenshot``."""
     # MLflow 3's UI routes in the URL fragment; the query holds JSON lists (its getCompareRunPageRoute).
-    query = urllib.parse.urlencode({"runs": json.dumps([children[label].info.run_id for label in LABELS]),
-                                    "experiments": json.dumps([experiment.experiment_id])})
-    browser.get(f"{mlflow_ui}/#/compare-runs?{query}")
+    query = urllib.parse.urlencode({"runs": json.dumps([run.info.run_id for run in runs]),
+                                    "experiments": json.dumps([runs[0].info.experiment_id])})
+    browser.get(f"{base}/#/compare-runs?{query}")
     body = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731  (visible text only)
     try:
-        WebDriverWait(browser, 60).until(lambda _: all(run.info.run_name in body() for run in children.values())
+        WebDriverWait(browser, 60).until(lambda _: all(run.info.run_name in body() for run in runs)
                                          and FIRST_TOTAL in browser.page_source)
         # Show run names and compute totals in one screenshot: fold away the plots and the long
         # parameter table, shut the assistant side panel, scroll the metrics table to the totals.
@@ -181,10 +200,10 @@ def test_compare_page_shows_the_three_runs_and_their_compute_metrics(store, mlfl
         WebDriverWait(browser, 30).until(lambda _: scroll_metrics_to(browser, FIRST_TOTAL)
                                          and all(name in body() for name in COMPUTE_METRICS))
     finally:  # also on failure: the screenshot is what shows what went wrong
-        browser.save_screenshot(str(artifacts_dir() / "mlflow-ui-warm-vs-full-compare.png"))
+        browser.save_screenshot(str(artifacts_dir() / screenshot))
 
     text = body()
-    columns = sorted(children.values(), key=lambda run: text.index(run.info.run_name))  # left to right
+    columns = sorted(runs, key=lambda run: text.index(run.info.run_name))  # left to right
     for name in COMPUTE_METRICS:
         shown = [float(value) for value in metric_row(browser, name)]
         expected = [run.data.metrics[name] for run in columns]
