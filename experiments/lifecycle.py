@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"test split: accuracy {results.get('test', {}).get('accuracy', float('nan')):.3f}; "
           f"MLflow: mlflow ui --backend-store-uri {plan['tracking_uri']}  (experiment '{cfg.mlflow.experiment}')")
     print(f"everything: {home} (summary in lifecycle.json); `ray stop` ends the local Ray head the retraining used")
-    return 0 if finished.state == "succeeded" else 1
+    return 0 if finished.state in ("succeeded", "rejected") else 1  # a gate refusing a worse model is the system working
 
 
 if __name__ == "__main__":
