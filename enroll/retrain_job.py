@@ -170,8 +170,11 @@ def forget_removed_meanwhile(home: Path, gallery, exported: Path) -> None:
     from enroll.forget import forget
 
     for folder in sorted(exported.iterdir()) if exported.is_dir() else []:
-        if gallery.get(folder.name) is None:
-            forget(home, folder.name)
+        try:
+            if gallery.get(folder.name) is None:
+                forget(home, folder.name)
+        except Exception as exc:  # noqa: BLE001 - in a finally: never hide the job's own outcome
+            print(f"warning: could not delete the copies of a removed person: {exc}", file=sys.stderr)
 
 
 def _last_val_accuracy(run_dir: Path) -> float:
