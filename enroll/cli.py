@@ -284,7 +284,9 @@ def cmd_verify(args, home, notes):
 
 def cmd_remove_person(args, home, notes):
     from enroll.forget import forget
+    from enroll.settings import load_settings
 
+    load_settings(home)  # a broken enroll.yaml refuses the removal, rather than failing after it
     with _gallery(home) as gallery:
         person = gallery.remove_person(args.name)
         copies = forget(home, person.name)

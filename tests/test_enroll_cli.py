@@ -282,3 +282,14 @@ def test_enrolment_retries_when_the_model_changes_underneath(home, lfw, tmp_path
         gallery.add_person = add_once_stale
         report = service.add_person(gallery, copy, "Jacques Chirac", [photo(lfw, "Jacques_Chirac", 1)])
         assert len(attempts) == 2 and report["faces_total"] == 1 and gallery.check_consistency(version) == []
+
+
+def test_a_broken_policy_file_refuses_remove_person_before_removing(home, capsys):
+    (home / "enroll.yaml").write_text("retrain_after: 3\n")
+    try:
+        before = state(home)
+        code, _, err = enroll(capsys, "remove-person", "Colin Powell", home=home)
+        assert code == 1 and len(err) == 1 and "unknown setting 'retrain_after'" in err[0], err
+        assert state(home) == before
+    finally:
+        (home / "enroll.yaml").unlink()
