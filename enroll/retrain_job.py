@@ -97,7 +97,7 @@ def promote(home: Path, plan: dict, far_target: float, gallery, gallery_version:
     place once every face has its vector, a TF-Serving version is renamed into place whole), so an
     interruption anywhere leaves the production model and the served version each consistent, the
     served one at most one promotion behind: ``python -m serving.export --home`` catches it up
-    (tests/test_retrain.py kills this function at random moments).
+    (tests/test_retrain_faults.py kills it in each of its steps).
     """
     from enroll.models import register_run
     from serving.export import export_home

@@ -119,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         people = sorted(p for p in people_root.iterdir() if p.is_dir())
         if len(people) <= args.strangers:
             raise DatasetError(f"--people needs more than {args.strangers} people (the strangers) to enrol anyone")
-        policy = {"far_target": args.far_target, **({"ray_address": args.ray_address} if args.ray_address else {}),
-                  **dict(item.split("=", 1) for item in args.enroll if "=" in item)}
         if any("=" not in item for item in args.enroll):
             raise config_lib.ConfigError(f"--enroll takes KEY=VALUE, got {args.enroll}")
+        policy = {"far_target": args.far_target, **({"ray_address": args.ray_address} if args.ray_address else {}),
+                  **dict(item.split("=", 1) for item in args.enroll)}
         home = (args.home or Path(".facenet") / f"lifecycle-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
         home.mkdir(parents=True, exist_ok=True)
         # enroll.yaml is the retraining's policy file: τ at FAR 1% for every model version by default.
@@ -169,17 +169,17 @@ def main(argv: list[str] | None = None) -> int:
 
     retrained = sorted(Path(home / "runs").glob("retrain-job*/results.json"))
     retrain_results = json.loads(retrained[0].read_text()) if retrained else {}
-    adapt, full, prim = retrain_results.get("compute", {}), results["compute"], {}
+    prim_results = {}
     if retrained and not args.skip_full_retrain:
         stage("10. for comparison: full retraining from scratch on the same changed data (N_prim)")
         prim_results = full_retraining(cfg, json.loads((retrained[0].parent / "plan.json").read_text()), plan)
-        prim = prim_results["compute"]
+    full, prim, adapt = results["compute"], prim_results.get("compute", {}), retrain_results.get("compute", {})
     summary = {"run": plan["run_dir"], "home": str(home), "test": results.get("test", {}), "before": before,
                "after": after, "retrain_job": {"state": finished.state, "detail": finished.detail},
                "N": full, "N_adpt": adapt, "N_prim": prim,
                "test_accuracy": {"N": results.get("test", {}).get("accuracy"),
                                  "N_adpt": retrain_results.get("test", {}).get("accuracy"),
-                                 "N_prim": prim_results.get("test", {}).get("accuracy") if prim else None}}
+                                 "N_prim": prim_results.get("test", {}).get("accuracy")}}
     (home / "lifecycle.json").write_text(json.dumps(summary, indent=1, default=str))
     stage("summary")
     print("| | before retraining | after retraining |\n| --- | ---: | ---: |")
