@@ -141,7 +141,7 @@ def _threshold_of_run(run_dir: Path) -> tuple[float | None, str]:
     """The run's calibrated threshold: the last validation's best, else the test split's."""
     from trainer import checkpoints
 
-    latest = checkpoints.latest_checkpoint(run_dir)
+    latest = checkpoints.resolve_checkpoint(run_dir) if checkpoints.latest_checkpoint(run_dir) else None
     state = json.loads((latest / "state.json").read_text()) if latest else {}
     if "val_best_threshold" in state.get("metrics", {}):
         return float(state["metrics"]["val_best_threshold"]), f"validation of {latest.name}"

@@ -36,6 +36,9 @@ MIN_CONFIDENCE = 0.90
 # A second face counts as "another person in the photo" only when it is at least this fraction of
 # the largest face's area: tiny background faces in crowds should not reject a portrait.
 SECOND_FACE_AREA_RATIO = 0.25
+# MTCNN misses faces that fill a small, already-cropped image (e.g. CelebA's 89×109 aligned crops):
+# such images are detected on a reflect-padded, upscaled view (``detection_view``).
+SMALL_SIDE = 160
 
 
 class ImageError(ValueError):
@@ -124,13 +127,29 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image[top:top + side, left:left + side], (size, size), interpolation=cv2.INTER_AREA)
 
 
+def detection_view(image: np.ndarray) -> np.ndarray:
+    """The image MTCNN (and the teacher) look at: the photo itself, or, for a small photo that is
+    mostly face, the photo padded by a reflected border of 25 % per side and upscaled so that its
+    shorter side is at least ``SMALL_SIDE`` px."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if min(h, w) >= SMALL_SIDE:
+        return image
+    pad_y, pad_x = h // 4, w // 4
+    padded = cv2.copyMakeBorder(image, pad_y, pad_y, pad_x, pad_x, cv2.BORDER_REFLECT)
+    scale = SMALL_SIDE / min(h, w)
+    return cv2.resize(padded, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+
+
 @dataclass
 class AlignResult:
     status: str  # "ok" | "no_face" | "several_faces" (the largest face is still aligned)
     crop: np.ndarray | None  # (size, size, 3) uint8, None when no face
     faces: int  # faces found above MIN_CONFIDENCE
-    box: tuple[int, int, int, int] | None = None  # x, y, w, h of the face kept
+    box: tuple[int, int, int, int] | None = None  # x, y, w, h of the face kept, in ``view``'s pixels
     confidence: float = 0.0
+    view: np.ndarray | None = None  # the image detection ran on (see ``detection_view``)
 
 
 class FaceAligner:
@@ -154,9 +173,10 @@ class FaceAligner:
             return cls._detector
 
     def align(self, image: np.ndarray) -> AlignResult:
+        image = detection_view(image)
         faces = [f for f in self.detector().detect_faces(image) if f["confidence"] >= self.min_confidence]
         if not faces:
-            return AlignResult("no_face", None, 0)
+            return AlignResult("no_face", None, 0, view=image)
         faces.sort(key=lambda f: f["box"][2] * f["box"][3], reverse=True)
         largest = faces[0]
         area = largest["box"][2] * largest["box"][3]
@@ -169,4 +189,5 @@ class FaceAligner:
             1 + len(rivals),
             tuple(int(v) for v in largest["box"]),
             float(largest["confidence"]),
+            image,
         )

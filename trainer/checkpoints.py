@@ -35,6 +35,17 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
+def best_checkpoint(run_dir: str | Path, metric: str) -> Path | None:
+    """The checkpoint whose state has the highest ``metric`` (the earliest of equals); None when no
+    checkpoint recorded it, e.g. a run without a validation split."""
+    best, best_value = None, float("-inf")
+    for state_file in sorted((Path(run_dir) / "checkpoints").glob("epoch-*/state.json")):
+        value = json.loads(state_file.read_text()).get("metrics", {}).get(metric)
+        if value is not None and value > best_value:
+            best, best_value = state_file.parent, value
+    return best
+
+
 def save(directory: Path, model, optimizer, state: dict, cfg_dict: dict, is_chief: bool = True) -> Path:
     """Write weights + state + config; atomic for the chief (written aside, then renamed)."""
     import tensorflow as tf
@@ -68,12 +79,21 @@ def restore(directory: str | Path, model, optimizer=None) -> dict:
     return json.loads(state_file.read_text()) if state_file.exists() else {}
 
 
+def kept_checkpoint(run_dir: str | Path, keep: str = "best") -> Path | None:
+    """The checkpoint a run keeps as its model: the best validation accuracy (``keep`` "best",
+    falling back to the latest when no epoch was validated) or the latest."""
+    return (best_checkpoint(run_dir, "val_accuracy") if keep == "best" else None) or latest_checkpoint(run_dir)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint dir, or a run dir (its latest checkpoint)."""
+    """A checkpoint dir, or a run dir (the checkpoint it keeps, see ``kept_checkpoint``)."""
     path = Path(path)
     if (path / "weights.index").exists():
         return path
-    latest = latest_checkpoint(path)
+    keep = "best"
+    if (path / "config.yaml").exists():
+        keep = (yaml.safe_load((path / "config.yaml").read_text()) or {}).get("train", {}).get("keep", "best")
+    latest = kept_checkpoint(path, keep)
     if latest is None:
         raise FileNotFoundError(f"no checkpoint found in {path}")
     return latest

@@ -21,6 +21,20 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class SourceConfig:
+    """One more identity folder (or ``tfds:<name>``) trained on beside ``data.source``."""
+
+    path: str = ""
+    name: str = ""  # namespace of its identities ("<name>/<identity>"); "" = the folder's name
+    # detect: MTCNN + alignment, photos without a face dropped | prealigned: square aligned crops,
+    # MTCNN where it finds the face, else a plain resize | resized: resize only
+    align: str = "detect"
+    max_per_identity: int = 0  # 0 = every photo; otherwise the first N (sorted) of each identity
+    weight: float = 1.0  # how often its identities are drawn into a P×K batch, relative to data.source's
+    split: bool = False  # False: every identity trains; True: split into train/val/test like data.source
+
+
+@dataclass
 class DataConfig:
     # An identity-folder root (``root/<identity>/*.jpg|png|pgm``) or ``tfds:<name>`` (e.g. ``tfds:lfw``).
     source: str = ""
@@ -36,6 +50,9 @@ class DataConfig:
     # An identity folder of already-aligned crops (e.g. enrolled people exported from the gallery)
     # whose identities all join the training split; one photo per person is enough (K augmented views).
     extra_source: str = ""
+    # More identity folders trained on together (see SourceConfig), e.g. in YAML:
+    #   sources: [{path: ../shared/data/glint6, align: prealigned, max_per_identity: 100}]
+    sources: list[SourceConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -63,6 +80,19 @@ class TrainConfig:
     init_from: str = ""  # checkpoint to warm-start from
     # Stop early once every condition holds after an epoch, e.g. "val_accuracy>=0.71,new_accuracy>=0.8".
     stop_when: str = ""
+    # Distillation from a trusted model (trainer/teacher.py): "" = none, "dlib_resnet_v1" (the
+    # [teacher] extra). The loss is metric_weight × triplet loss + distill_weight × embedding
+    # matching + distill_relational_weight × pairwise-distance matching (trainer/distill.py).
+    teacher: str = ""
+    metric_weight: float = 1.0
+    distill_weight: float = 0.0
+    distill_relational_weight: float = 0.0
+    # Which checkpoint a finished run keeps as its model: "best" (highest validation accuracy) or "last".
+    keep: str = "best"
+    augment_strength: str = "standard"  # standard | strong (adds greyscale, blur, small rotations)
+    lr_schedule: str = "constant"  # constant | cosine (with warmup_epochs of linear warm-up)
+    warmup_epochs: int = 0
+    weight_decay: float = 0.0  # decoupled (AdamW) when optimizer is adam
 
 
 @dataclass
@@ -111,6 +141,10 @@ class Config:
 
 _CHOICES = {
     "model.name": ("nn2", "nn4_small2", "tiny"),
+    "train.teacher": ("", "dlib_resnet_v1"),
+    "train.keep": ("best", "last"),
+    "train.augment_strength": ("standard", "strong"),
+    "train.lr_schedule": ("constant", "cosine"),
     "train.optimizer": ("adagrad", "adam"),
     "train.loss": ("semihard", "hard"),
     "train.distance_metric": ("L2", "squared-L2", "angular"),
@@ -170,6 +204,9 @@ def from_dict(raw: dict[str, Any] | None) -> Config:
             continue
         if not isinstance(values, dict):
             raise ConfigError(f"config section '{section}' must be a mapping, got {values!r}")
+        if section == "data" and "sources" in values:
+            values = dict(values)
+            cfg.data.sources = _sources(values.pop("sources"))
         apply_fields(getattr(cfg, section), values, lambda key, section=section: f"config key {f'{section}.{key}'!r}")
     for key, allowed in _CHOICES.items():
         section, name = key.split(".")
@@ -178,6 +215,43 @@ def from_dict(raw: dict[str, Any] | None) -> Config:
             raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got {value!r}")
     _check_ranges(cfg)
     return cfg
+
+
+_SOURCE_ALIGN = ("detect", "prealigned", "resized")
+
+
+def _sources(raw: Any) -> list[SourceConfig]:
+    """``data.sources``: a list of mappings (or of plain paths), each checked like a section."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(f"config key 'data.sources' must be a list of sources, got {raw!r}")
+    sources = []
+    for i, item in enumerate(raw):
+        source = SourceConfig()
+        label = f"data.sources[{i}]"
+        if isinstance(item, str):
+            item = {"path": item}
+        if not isinstance(item, dict):
+            raise ConfigError(f"config key '{label}' must be a mapping with a path, got {item!r}")
+        apply_fields(source, item, lambda key: f"config key '{label}.{key}'")
+        if not source.path:
+            raise ConfigError(f"config key '{label}.path' is missing: give an identity folder or tfds:<name>")
+        if source.align not in _SOURCE_ALIGN:
+            raise ConfigError(f"config key '{label}.align' must be one of {', '.join(_SOURCE_ALIGN)}, got {source.align!r}")
+        if not source.weight > 0 or source.max_per_identity < 0:
+            raise ConfigError(f"config key '{label}': weight must be > 0 and max_per_identity >= 0")
+        sources.append(source)
+    names = [source_name(s) for s in sources]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config key 'data.sources': two sources share the name {max(names, key=names.count)!r}; "
+                          f"set name: to tell them apart")
+    return sources
+
+
+def source_name(source: SourceConfig) -> str:
+    """The namespace of a source's identities: its ``name``, else the last part of its path."""
+    return source.name or source.path.rstrip("/").split("/")[-1].removeprefix("tfds:") or "source"
 
 
 def _check_ranges(cfg: Config) -> None:
@@ -198,6 +272,14 @@ def _check_ranges(cfg: Config) -> None:
     if cfg.train.images_per_identity < 2:
         raise ConfigError("config key 'train.images_per_identity' must be >= 2 (a triplet needs a positive)")
     parse_stop_when(cfg.train.stop_when)
+    if cfg.train.metric_weight < 0 or cfg.train.distill_weight < 0 or cfg.train.distill_relational_weight < 0:
+        raise ConfigError("config keys 'train.metric_weight', 'train.distill_weight' and "
+                          "'train.distill_relational_weight' must be >= 0")
+    distilling = cfg.train.distill_weight > 0 or cfg.train.distill_relational_weight > 0
+    if distilling and not cfg.train.teacher:
+        raise ConfigError("config keys 'train.distill_*' need a teacher: set train.teacher=dlib_resnet_v1")
+    if not distilling and cfg.train.metric_weight == 0:
+        raise ConfigError("config key 'train.metric_weight' is 0 and nothing is distilled: there is no loss")
     if not 0 <= cfg.data.val_fraction + cfg.data.test_fraction < 1:
         raise ConfigError("config keys 'data.val_fraction' + 'data.test_fraction' must be in [0, 1)")
 

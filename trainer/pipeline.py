@@ -28,41 +28,100 @@ def parse(record: tf.Tensor, size: int) -> dict[str, tf.Tensor]:
     return {"image": image, "identity": example["identity"], "source": example["source"]}
 
 
-def augment(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Flip, scale/translation jitter (up to 12.5%) and colour jitter, as used for face embeddings."""
-    image = tf.image.random_flip_left_right(image)
+_TEACHER_FEATURES = {"teacher": tf.io.VarLenFeature(tf.float32), "has_teacher": tf.io.FixedLenFeature([], tf.int64)}
+
+
+def augment(image: tf.Tensor, size: int, flip: tf.Tensor | None = None, strong: bool = False) -> tf.Tensor:
+    """Flip, scale/translation jitter (up to 12.5%) and colour jitter, as used for face embeddings;
+    ``strong`` adds small rotations, greyscale (20 %) and blur (20 %).
+
+    ``flip`` (a bool tensor) decides the mirror image when the caller must know it (a teacher's
+    target for the flipped face); otherwise it is drawn here.
+    """
+    flip = tf.random.uniform([]) < 0.5 if flip is None else flip
+    image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
     scale = tf.random.uniform([], 1.0, 1.125)
     grown = tf.cast(tf.round(scale * size), tf.int32)
     image = tf.image.resize(image, (grown, grown))
     image = tf.image.random_crop(image, (size, size, 3))
+    if strong:
+        image = _rotate(image, tf.random.uniform([], -0.17, 0.17))  # about ±10°
+        grey = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
+        image = tf.where(tf.random.uniform([]) < 0.2, grey, image)
+        blurred = tf.nn.avg_pool2d(image[None], 3, 1, "SAME")[0]
+        image = tf.where(tf.random.uniform([]) < 0.2, blurred, image)
     image = tf.image.random_brightness(image, 0.1 * 255.0)
     image = tf.image.random_contrast(image, 0.8, 1.2)
     image = tf.image.random_saturation(image, 0.8, 1.2)
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
+def _rotate(image: tf.Tensor, angle: tf.Tensor) -> tf.Tensor:
+    """Rotate about the centre by ``angle`` radians (reflected border), with a projective transform."""
+    size = tf.cast(tf.shape(image)[0], tf.float32)
+    cos, sin, centre = tf.cos(angle), tf.sin(angle), (size - 1) / 2
+    transform = [cos, -sin, centre - cos * centre + sin * centre, sin, cos, centre - sin * centre - cos * centre, 0., 0.]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=tf.stack(transform)[None], output_shape=tf.shape(image)[:2],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")[0]
+
+
 def pk_batches(shards: list[str], labels: list[int], identities_per_batch: int, images_per_identity: int,
-               size: int, training_augment: bool = True, seed: int | None = None) -> tf.data.Dataset:
-    """Endless dataset of (images [P*K, size, size, 3], labels [P*K]) with P identities × K images."""
+               size: int, training_augment: bool = True, seed: int | None = None, teacher: str = "",
+               weights: list[float] | None = None, strong: bool = False) -> tf.data.Dataset:
+    """Endless dataset of (images [P*K, size, size, 3], labels [P*K]) with P identities × K images.
+
+    With ``teacher`` each element is (images, labels, teacher embeddings [P*K, dim], has_teacher
+    [P*K]): the teacher's file beside each shard (prepare.teacher_path) is read in step with it,
+    and a flipped crop gets the teacher's embedding of the mirror image. ``weights`` (one per
+    shard) make an identity's chance of being drawn proportional to its weight.
+    """
     p, k = identities_per_batch, images_per_identity
     if len(shards) < p:
         raise ValueError(f"P×K batches need at least P={p} identities, the training split has {len(shards)}")
-    files = tf.data.Dataset.from_tensor_slices((list(shards), tf.constant(labels, tf.int32)))
-    files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True).repeat()
+    files = _identity_stream(list(shards), list(labels), weights, seed)
 
     def k_records(path, label):
-        records = tf.data.TFRecordDataset(path).shuffle(64, seed=seed).repeat().take(k)
-        return records.map(lambda r: (r, label))
+        records = tf.data.TFRecordDataset(path)
+        if teacher:
+            records = tf.data.Dataset.zip((records, tf.data.TFRecordDataset(tf.strings.join([path, f".{teacher}.tfrecord"]))))
+        else:
+            records = records.map(lambda r: (r, tf.constant(b"")))
+        return records.shuffle(64, seed=seed).repeat().take(k).map(lambda r, t: (r, t, label))
 
     # deterministic=True keeps blocks of K contiguous, which is what makes batches P×K.
     ds = files.interleave(k_records, cycle_length=p, block_length=k, num_parallel_calls=AUTOTUNE, deterministic=True)
 
-    def decode(record, label):
+    def decode(record, teacher_record, label):
         image = parse(record, size)["image"]
-        return (augment(image, size) if training_augment else image), label
+        flip = tf.random.uniform([]) < 0.5
+        image = augment(image, size, flip, strong) if training_augment else image
+        if not teacher:
+            return image, label
+        example = tf.io.parse_single_example(teacher_record, _TEACHER_FEATURES)
+        both = tf.reshape(tf.sparse.to_dense(example["teacher"]), (2, -1))
+        target = tf.where(flip, both[1], both[0]) if training_augment else both[0]
+        return image, label, target, tf.cast(example["has_teacher"], tf.float32)
 
     ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(p * k, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def _identity_stream(shards: list[str], labels: list[int], weights: list[float] | None, seed) -> tf.data.Dataset:
+    """Endless (shard, label) stream, shuffled; with ``weights``, identities of each weight class are
+    drawn in proportion to weight × their number."""
+    def stream(indices):
+        ds = tf.data.Dataset.from_tensor_slices(([shards[i] for i in indices], tf.constant([labels[i] for i in indices], tf.int32)))
+        return ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True).repeat()
+
+    if not weights or len(set(weights)) == 1:
+        return stream(range(len(shards)))
+    groups: dict[float, list[int]] = {}
+    for i, w in enumerate(weights):
+        groups.setdefault(float(w), []).append(i)
+    share = [w * len(ix) for w, ix in groups.items()]
+    return tf.data.Dataset.sample_from_datasets([stream(ix) for ix in groups.values()],
+                                                weights=[x / sum(share) for x in share], seed=seed)
 
 
 def ordered_images(shards: list[str], size: int, batch_size: int = 128) -> tf.data.Dataset:

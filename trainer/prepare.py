@@ -25,12 +25,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 from trainer import cliargs
 from trainer.align import IMAGE_EXTENSIONS, FaceAligner, ImageError, read_image, resize_square
 from trainer.config import ConfigError, fingerprint
 
-ALIGN_VERSION = 1  # bump when alignment output changes, to invalidate caches
+ALIGN_VERSION = 2  # bump when alignment output changes, to invalidate caches
 
 
 class DatasetError(ValueError):
@@ -95,42 +97,105 @@ def _slug(name: str) -> str:
     return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-def _identity_fingerprint(files: list[Path], size: int, align: bool) -> str:
+def _identity_fingerprint(files: list[Path], size: int, align: bool | str) -> str:
     stats = [(p.name, s.st_size, s.st_mtime_ns) for p, s in ((p, p.stat()) for p in files)]
-    return fingerprint({"files": stats, "size": size, "align": align, "v": ALIGN_VERSION})
+    mode = {True: True, False: False}.get(align, align)  # True/False keep the fingerprints of old caches
+    return fingerprint({"files": stats, "size": size, "align": mode, "v": ALIGN_VERSION})
 
 
-def align_identity(identity: str, files: list[str], shard: str, size: int, align: bool) -> dict:
-    """Align one identity's photos into ``shard`` (written atomically); return its summary."""
+def teacher_path(shard: str | Path, teacher: str) -> Path:
+    """The teacher's embeddings of a shard's photos, one record per shard record, in order."""
+    return Path(f"{shard}.{teacher}.tfrecord")
+
+
+def teacher_cached(shard: str | Path, teacher: str, records: int) -> bool:
+    """True when the shard's teacher file was written by ``teacher`` for exactly its ``records``;
+    a file from another teacher, of another size or for other photos is recomputed."""
+    meta = Path(f"{teacher_path(shard, teacher)}.json")
+    if not meta.exists() or not teacher_path(shard, teacher).exists():
+        return False
+    try:
+        info = json.loads(meta.read_text())
+    except ValueError:
+        return False
+    from trainer.teacher import DlibTeacher
+
+    return info.get("teacher") == teacher and info.get("dim") == DlibTeacher.dim and info.get("records") == records
+
+
+def align_identity(identity: str, files: list[str], shard: str, size: int, align: bool | str,
+                   teacher: str = "") -> dict:
+    """Align one identity's photos into ``shard`` (written atomically); return its summary.
+
+    ``align``: True detects and aligns (photos without a face are dropped), False only resizes
+    (already-cropped faces), "prealigned" detects and aligns but resizes a photo MTCNN finds no face
+    in (status "resized"); "detect_or_resize" does the same for photos of any shape (benchmarks,
+    where every photo must be embedded). With ``teacher`` the teacher's embeddings of every kept photo are written
+    beside the shard (``teacher_path``), in the shard's record order.
+    """
     import cv2
     import tensorflow as tf
 
     aligner = FaceAligner(size)
-    images = []
+    model = None
+    if teacher:
+        from trainer.teacher import build_teacher
+
+        model = build_teacher(teacher)
+    images, vectors = [], []
     tmp = shard + ".tmp"
     with tf.io.TFRecordWriter(tmp) as writer:
         for path in files:
             entry = {"source": path, "status": "ok"}
+            view = box = None
             try:
                 rgb = read_image(path)
                 if align:
                     result = aligner.align(rgb)
-                    entry["status"] = result.status
-                    crop = result.crop
+                    entry["status"], crop, view, box = result.status, result.crop, result.view, result.box
+                    if crop is None and align in ("prealigned", "detect_or_resize"):
+                        entry["status"], crop = "resized", resize_square(rgb, size)
+                        view, box = rgb, (0, 0, rgb.shape[1], rgb.shape[0])
                 else:
-                    crop = resize_square(rgb, size)
+                    crop, view, box = resize_square(rgb, size), rgb, (0, 0, rgb.shape[1], rgb.shape[0])
             except ImageError as exc:
                 entry.update(status="unreadable", reason=str(exc))
                 crop = None
             if crop is not None:
                 ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
                 writer.write(_example(jpeg.tobytes(), identity, path))
+                if model is not None:
+                    vectors.append(model.embed(view, box))
+                    entry["teacher"] = vectors[-1] is not None
             images.append(entry)
+    if model is not None:
+        _write_teacher(shard, teacher, vectors, model.dim)
     Path(tmp).rename(shard)
     summary = {"identity": identity, "shard": Path(shard).name,
-               "aligned": sum(e["status"] in ("ok", "several_faces") for e in images), "images": images}
+               "aligned": sum(e["status"] in ALIGNED_STATUSES for e in images), "images": images}
     Path(shard + ".json").write_text(json.dumps(summary))
     return summary
+
+
+ALIGNED_STATUSES = ("ok", "several_faces", "resized")
+
+
+def _write_teacher(shard: str, teacher: str, vectors: list, dim: int) -> None:
+    """Teacher records (``teacher`` [2*dim]: face and mirror image; ``has_teacher``), written aside
+    and renamed, then their metadata: a half-written file is never taken for a cached one."""
+    import tensorflow as tf
+
+    target = teacher_path(shard, teacher)
+    Path(f"{target}.json").unlink(missing_ok=True)
+    with tf.io.TFRecordWriter(f"{target}.tmp") as writer:
+        for vec in vectors:
+            values = np.zeros(2 * dim, np.float32) if vec is None else vec.reshape(-1)
+            feature = {"teacher": tf.train.Feature(float_list=tf.train.FloatList(value=values)),
+                       "has_teacher": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(vec is not None)]))}
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    Path(f"{target}.tmp").rename(target)
+    Path(f"{target}.json").write_text(json.dumps({"teacher": teacher, "dim": dim, "records": len(vectors),
+                                                  "failed": sum(v is None for v in vectors)}))
 
 
 def _example(jpeg: bytes, identity: str, source: str):
@@ -144,9 +209,15 @@ def _example(jpeg: bytes, identity: str, source: str):
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def prepare(source: str, cache_dir: str | Path, size: int, align: bool = True,
-            max_identities: int = 0, workers: int = 0, ray_address: str = "", progress: bool = True) -> dict:
-    """Align ``source`` at ``size`` px (cached); return the manifest (also written to disk)."""
+def prepare(source: str, cache_dir: str | Path, size: int, align: bool | str = True,
+            max_identities: int = 0, workers: int = 0, ray_address: str = "", progress: bool = True,
+            teacher: str = "", max_per_identity: int = 0) -> dict:
+    """Align ``source`` at ``size`` px (cached); return the manifest (also written to disk).
+
+    ``align`` is True, False, "prealigned" or "detect_or_resize" (see ``align_identity``); ``teacher`` also caches
+    that teacher's embeddings beside every shard; ``max_per_identity`` keeps the first N photos
+    (sorted) of each identity.
+    """
     from trainer.ray_setup import ensure_ray
 
     cache_dir = Path(cache_dir).expanduser().resolve()  # Ray workers run from other directories
@@ -155,6 +226,14 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool = True,
     identities, counts = list_identity_folder(root)
     if max_identities:
         identities = dict(list(identities.items())[:max_identities])
+    if max_per_identity:
+        identities = {name: files[:max_per_identity] for name, files in identities.items()}
+    if align == "prealigned":
+        _check_square(root, identities)
+    if teacher:
+        from trainer.teacher import check_teacher
+
+        check_teacher(teacher)  # a missing extra stops here, before any work
     # Shards are shared by every dataset root at this size: a shard's name is its identity plus the
     # fingerprint of its inputs, so the same photos (e.g. a base set and a changed copy of it made
     # of symlinks) are aligned once. Each root has its own manifest.
@@ -166,8 +245,9 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool = True,
     for identity, files in identities.items():
         shard = out / f"{_slug(identity)}-{_identity_fingerprint(files, size, align)[:10]}.tfrecord"
         cached = Path(str(shard) + ".json")
-        if shard.exists() and cached.exists():
-            summaries[identity] = json.loads(cached.read_text())
+        summary = json.loads(cached.read_text()) if shard.exists() and cached.exists() else None
+        if summary is not None and (not teacher or teacher_cached(shard, teacher, summary["aligned"])):
+            summaries[identity] = summary
         else:
             todo.append((identity, [str(p) for p in files], str(shard)))
 
@@ -178,12 +258,12 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool = True,
         task = ray.remote(num_cpus=1)(align_identity)
         limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         pending, started = [], time.time()
-        bar = _progress(len(todo), progress)
+        bar = _progress(len(todo), progress, "aligning identities" + (f" + {teacher} teacher" if teacher else ""))
         for args in todo:
             if len(pending) >= limit * 2:  # bounded in-flight work: big datasets must not flood the object store
                 done, pending = ray.wait(pending, num_returns=1)
                 _collect(ray.get(done), summaries, bar)
-            pending.append(task.remote(*args, size, align))
+            pending.append(task.remote(*args, size, align, teacher))
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             _collect(ray.get(done), summaries, bar)
@@ -191,12 +271,17 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool = True,
         counts["seconds_aligning"] = round(time.time() - started, 1)
 
     statuses = Counter(e["status"] for s in summaries.values() for e in s["images"])
-    counts.update(images_read=sum(statuses.values()), faces_aligned=statuses["ok"] + statuses["several_faces"],
+    counts.update(images_read=sum(statuses.values()),
+                  faces_aligned=sum(statuses[k] for k in ALIGNED_STATUSES),
                   no_face=statuses["no_face"], several_faces=statuses["several_faces"],
+                  resized_no_face=statuses["resized"],
                   unreadable=statuses["unreadable"], identities=len(summaries),
                   identities_reused=len(summaries) - len(todo))
+    if teacher:
+        counts["teacher_failed"] = sum(e.get("teacher") is False for s in summaries.values() for e in s["images"])
     manifest = {
         "source": source, "root": str(root), "size": size, "align": align, "align_version": ALIGN_VERSION,
+        "teacher": teacher,
         "fingerprint": fingerprint(sorted(s["shard"] for s in summaries.values())),
         "counts": dict(counts), "dir": str(out), "path": str(manifest_path),
         "identities": {k: {"shard": s["shard"], "aligned": s["aligned"]} for k, s in sorted(summaries.items())},
@@ -208,16 +293,33 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool = True,
     return manifest
 
 
+def _check_square(root: Path, identities: dict[str, list[Path]]) -> None:
+    """A source declared pre-aligned must hold square crops (a resize keeps their framing); one
+    that does not is refused before anything is written."""
+    from PIL import Image
+
+    for files in identities.values():
+        for path in files:
+            try:
+                with Image.open(path) as img:
+                    width, height = img.size
+            except OSError:
+                continue  # unreadable photos are counted by the alignment, not refused here
+            if width != height:
+                raise DatasetError(f"source {root} is declared pre-aligned (align: prealigned) but {path} is "
+                                   f"{width}x{height}, not square: declare it align: detect instead")
+
+
 def _collect(results, summaries, bar):
     for summary in results:
         summaries[summary["identity"]] = summary
         bar.update(1)
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, desc: str = "aligning identities"):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="aligning identities", unit="id", disable=not enabled, file=sys.stderr)
+    return tqdm(total=total, desc=desc, unit="id", disable=not enabled, file=sys.stderr)
 
 
 def prune(cache_dir: str | Path) -> int:
@@ -227,7 +329,8 @@ def prune(cache_dir: str | Path) -> int:
         keep = {entry["shard"] for m in (out / "manifests").glob("*.json")
                 for entry in json.loads(m.read_text())["identities"].values()}
         for path in out.glob("*.tfrecord"):
-            if path.name not in keep:
+            shard = path.name.split(".tfrecord")[0] + ".tfrecord"  # a teacher file goes with its shard
+            if shard not in keep:
                 path.unlink(missing_ok=True)
                 Path(str(path) + ".json").unlink(missing_ok=True)
                 removed += 1
@@ -235,7 +338,7 @@ def prune(cache_dir: str | Path) -> int:
 
 
 def format_counts(counts: dict) -> str:
-    keys = ("identities", "images_read", "faces_aligned", "no_face", "several_faces", "unreadable",
+    keys = ("identities", "images_read", "faces_aligned", "no_face", "several_faces", "resized_no_face", "unreadable",
             "non_image_files", "empty_identities", "identities_reused")
     return ", ".join(f"{k}={counts.get(k, 0)}" for k in keys)
 

@@ -29,6 +29,9 @@ from trainer.prepare import DatasetError
 
 
 # ----------------------------------------------------------------------------- driver: plan a run
+_ALIGN_MODES = {"detect": True, "prealigned": "prealigned", "resized": False}  # SourceConfig.align -> prepare
+
+
 def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=None) -> dict:
     """Prepare data, split identities and create the run directory; return the JSON-able plan.
 
@@ -37,27 +40,57 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     """
     from trainer.models import NATIVE_INPUT_SIZE
     from trainer.prepare import prepare
-    from trainer.splits import shard_paths, split_identities
+    from trainer.splits import Split, shard_paths, split_identities
 
     if not cfg.data.source:
         raise ConfigError("no dataset given: set data.source to an identity-folder root or tfds:<name>")
     size = cfg.model.input_size or NATIVE_INPUT_SIZE[cfg.model.name]
     cfg.data.source, cfg.data.cache_dir = resolve_path(cfg.data.source), resolve_path(cfg.data.cache_dir)
     cfg.train.out_dir = resolve_path(cfg.train.out_dir)
+    for source in cfg.data.sources:  # every path checked before the first (long) alignment starts
+        source.path = resolve_path(source.path)
+        if not source.path.startswith("tfds:") and not Path(source.path).is_dir():
+            raise DatasetError(f"data.sources entry {source.path} not found or not a directory "
+                               f"(expected a folder of <identity>/<photo>.jpg)")
+    teacher = cfg.train.teacher
+    if teacher:
+        from trainer.teacher import check_teacher
+
+        check_teacher(teacher)  # a missing [teacher] extra is one line, before any alignment
     manifest = prepare(cfg.data.source, cfg.data.cache_dir, size, cfg.data.align, cfg.data.max_identities,
-                       cfg.data.prepare_workers, cfg.ray.address, progress)
+                       cfg.data.prepare_workers, cfg.ray.address, progress, teacher=teacher)
     aligned = {name: entry["aligned"] for name, entry in manifest["identities"].items()}
     if split is None:
         split = split_identities(aligned, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed,
                                  cfg.data.min_images_per_identity)
     train_shards = shard_paths(manifest, split.train)
+    train_weights = [1.0] * len(train_shards)
     train_images = sum(aligned[n] for n in split.train)
+    shards = {"val": shard_paths(manifest, split.val), "test": shard_paths(manifest, split.test)}
+    counts = {"": manifest["counts"]}
+    for source in cfg.data.sources:
+        name = config_lib.source_name(source)
+        extra = prepare(source.path, cfg.data.cache_dir, size, _ALIGN_MODES[source.align], 0, cfg.data.prepare_workers,
+                        cfg.ray.address, progress, teacher=teacher, max_per_identity=source.max_per_identity)
+        counts[name] = extra["counts"]
+        usable = {n: e["aligned"] for n, e in extra["identities"].items() if e["aligned"] >= cfg.data.min_images_per_identity}
+        own = split_identities(usable, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed, 2) \
+            if source.split else Split(train=sorted(usable))
+        split.train += [f"{name}/{n}" for n in own.train]
+        split.val += [f"{name}/{n}" for n in own.val]
+        split.test += [f"{name}/{n}" for n in own.test]
+        train_shards += shard_paths(extra, own.train)
+        train_weights += [source.weight] * len(own.train)
+        train_images += sum(usable[n] for n in own.train)
+        shards["val"] += shard_paths(extra, own.val)
+        shards["test"] += shard_paths(extra, own.test)
     if cfg.data.extra_source:
         cfg.data.extra_source = resolve_path(cfg.data.extra_source)
         extra = prepare(cfg.data.extra_source, cfg.data.cache_dir, size, False, 0, cfg.data.prepare_workers,
-                        cfg.ray.address, progress)
+                        cfg.ray.address, progress, teacher=teacher)
         extra_names = sorted(n for n, e in extra["identities"].items() if e["aligned"] >= 1)
         train_shards += shard_paths(extra, extra_names)
+        train_weights += [1.0] * len(extra_names)
         train_images += sum(extra["identities"][n]["aligned"] for n in extra_names)
     if len(train_shards) < cfg.train.identities_per_batch:
         raise DatasetError(f"the training split has {len(train_shards)} usable identities, fewer than "
@@ -71,8 +104,8 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     plan = {
         "config": cfg.to_dict(), "run_dir": str(run_dir), "run_name": name, "image_size": size,
         "manifest": manifest["path"], "data_fingerprint": manifest["fingerprint"],
-        "data_counts": manifest["counts"], "split": split.to_dict(),
-        "shards": {"train": train_shards, "val": shard_paths(manifest, split.val), "test": shard_paths(manifest, split.test)},
+        "data_counts": manifest["counts"], "source_counts": counts, "split": split.to_dict(),
+        "shards": {"train": train_shards, **shards}, "train_weights": train_weights,
         "train_images": train_images,
     }
     # Sets evaluated after every epoch (metrics "<name>_accuracy", ...); callers may add more.
@@ -83,7 +116,7 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
 
 
 # ---------------------------------------------------------------------- worker: the training loop
-def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance_metric: str):
+def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance_metric: str, tcfg=None):
     """One optimizer step on a distributed P×K batch; returns (loss, active triplet fraction).
 
     Triplets are mined over the global batch: each replica embeds its share, embeddings and
@@ -93,26 +126,34 @@ def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance
     """
     import tensorflow as tf
 
+    from trainer.distill import distillation_loss
     from trainer.losses import active_triplet_fraction
 
-    def replica_step(images, labels):
+    metric_weight = tcfg.metric_weight if tcfg else 1.0
+    distill = (tcfg.distill_weight, tcfg.distill_relational_weight) if tcfg and tcfg.teacher else (0.0, 0.0)
+
+    def replica_step(images, labels, *teacher):
         context = tf.distribute.get_replica_context()
         with tf.GradientTape() as tape:
             embeddings = model(images, training=True)
             # MultiWorkerMirroredStrategy's all_gather needs placed tensors; graph inputs may not be.
             with tf.device(embeddings.device):
                 labels = tf.identity(labels)
+                teacher = [tf.identity(t) for t in teacher]
             all_embeddings = context.all_gather(embeddings, axis=0)
             all_labels = context.all_gather(labels, axis=0)
-            loss = loss_fn(all_labels, all_embeddings)
+            loss = loss_fn(all_labels, all_embeddings) * metric_weight if metric_weight else 0.0
+            if any(distill):
+                targets, mask = (context.all_gather(t, axis=0) for t in teacher)
+                loss += distillation_loss(all_embeddings, targets, mask, *distill)
             scaled_loss = loss / tf.cast(context.num_replicas_in_sync, loss.dtype)
         gradients = tape.gradient(scaled_loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss, active_triplet_fraction(all_labels, all_embeddings, margin, distance_metric)
 
     @tf.function
-    def train_step(images, labels):
-        loss, active = strategy.run(replica_step, args=(images, labels))
+    def train_step(images, labels, *teacher):
+        loss, active = strategy.run(replica_step, args=(images, labels, *teacher))
         return (strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None),
                 strategy.reduce(tf.distribute.ReduceOp.MEAN, active, axis=None))
 
@@ -145,10 +186,11 @@ def train_worker(plan: dict) -> dict:
         raise ConfigError(f"train.identities_per_batch={t.identities_per_batch} must be divisible by the "
                           f"{replicas} replicas")
 
+    batch_size = t.identities_per_batch * t.images_per_identity
+    steps = t.steps_per_epoch or max(1, plan["train_images"] // batch_size)
     with strategy.scope():
         model = build_model(cfg.model.name, cfg.model.embedding_dim, size)
-        optimizer = (keras.optimizers.Adagrad(t.learning_rate) if t.optimizer == "adagrad"
-                     else keras.optimizers.Adam(t.learning_rate))
+        optimizer = make_optimizer(t, steps)
         optimizer.build(model.trainable_variables)
     loss_class = TripletSemiHardLoss if t.loss == "semihard" else TripletHardLoss
     loss_fn = loss_class(margin=t.margin, distance_metric=t.distance_metric)
@@ -177,15 +219,15 @@ def train_worker(plan: dict) -> dict:
     def dataset_fn(ctx: tf.distribute.InputContext):
         # Each input pipeline draws from its own identities: P/replicas identities × K images.
         i, n = ctx.input_pipeline_id, ctx.num_input_pipelines
+        weights = plan.get("train_weights") or None
         return pipeline.pk_batches(train_shards[i::n], labels[i::n], t.identities_per_batch // replicas,
-                                   t.images_per_identity, size, t.augment, seed=t.seed + i)
+                                   t.images_per_identity, size, t.augment, seed=t.seed + i, teacher=t.teacher,
+                                   weights=weights[i::n] if weights else None, strong=t.augment_strength == "strong")
 
     batches = iter(strategy.distribute_datasets_from_function(dataset_fn))
 
-    train_step = make_train_step(strategy, model, optimizer, loss_fn, t.margin, t.distance_metric)
+    train_step = make_train_step(strategy, model, optimizer, loss_fn, t.margin, t.distance_metric, t)
 
-    batch_size = t.identities_per_batch * t.images_per_identity
-    steps = t.steps_per_epoch or max(1, plan["train_images"] // batch_size)
     flops_per_image = forward_flops(model, size)
     gpus = world if cfg.ray.use_gpu else 0
     tracker = _chief_tracker(plan, cfg) if is_chief else None
@@ -201,9 +243,9 @@ def train_worker(plan: dict) -> dict:
         show_every = max(1, steps // 20)  # reading a value back waits for the step: only for progress
         for step in range(steps):
             waiting = time.perf_counter()
-            images, labels_batch = next(batches)
+            batch = next(batches)
             input_wait += time.perf_counter() - waiting
-            loss, active = train_step(images, labels_batch)
+            loss, active = train_step(*batch)
             losses.append(loss)
             actives.append(active)
             if (step + 1) % show_every == 0 or step + 1 == steps:
@@ -242,7 +284,33 @@ def train_worker(plan: dict) -> dict:
         return metrics
     final_model = build_model(cfg.model.name, cfg.model.embedding_dim, size)
     final_model.set_weights(weights)
+    kept = checkpoints.best_checkpoint(run_dir, "val_accuracy") if t.keep == "best" else None
+    if kept is not None and kept != checkpoints.latest_checkpoint(run_dir):
+        state = checkpoints.restore(kept, final_model)
+        print(f"keeping epoch {state['epoch'] + 1} (best val_accuracy "
+              f"{state['metrics'].get('val_accuracy', float('nan')):.4f}) as the run's model", flush=True)
+        metrics = {**metrics, "kept_epoch": state["epoch"],
+                   **{f"kept_{k}": v for k, v in state["metrics"].items() if k.startswith("val_")}}
     return _finish(plan, cfg, final_model, counters, metrics, tracker)
+
+
+def make_optimizer(t, steps_per_epoch: int):
+    """The configured optimizer, with its learning-rate schedule (constant, or linear warm-up then cosine
+    decay to 0 over the run) and decoupled weight decay (AdamW) when asked."""
+    import tf_keras as keras
+
+    rate = t.learning_rate
+    if t.lr_schedule == "cosine":
+        total = max(1, t.epochs * steps_per_epoch)
+        warmup = min(t.warmup_epochs * steps_per_epoch, total - 1)
+        rate = keras.optimizers.schedules.CosineDecay(0.0 if warmup else t.learning_rate, total - warmup,
+                                                      warmup_target=t.learning_rate if warmup else None,
+                                                      warmup_steps=warmup)
+    if t.optimizer == "adagrad":
+        return keras.optimizers.Adagrad(rate)
+    if t.weight_decay:
+        return keras.optimizers.AdamW(rate, weight_decay=t.weight_decay)
+    return keras.optimizers.Adam(rate)
 
 
 def _chief_tracker(plan: dict, cfg: Config):
@@ -278,9 +346,9 @@ def _finish(plan: dict, cfg: Config, model, counters: ComputeCounters, last_epoc
         if (run_dir / "eval-test").exists():
             tracker.log_artifacts(str(run_dir / "eval-test"), "eval-test")
         tracker.log_artifacts(str(run_dir / "model"), "model")
-        latest = checkpoints.latest_checkpoint(run_dir)
-        if latest:
-            tracker.log_artifacts(str(latest), f"checkpoint/{latest.name}")
+        kept = checkpoints.kept_checkpoint(run_dir, cfg.train.keep)
+        if kept:
+            tracker.log_artifacts(str(kept), f"checkpoint/{kept.name}")
         tracker.end_run()
     return results
 

