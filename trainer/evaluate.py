@@ -1,6 +1,11 @@
 """Evaluate an embedding model on a split of identities: LFW-protocol verification + one-shot rank-1.
 
     python -m trainer.evaluate RUN_DIR [--split test]
+    python -m trainer.evaluate RUN_DIR --pairs PAIRS.txt --images DIR [--name NAME]
+
+The second form scores the run on any benchmark in LFW's ``pairs.txt`` format (LFW itself, or the
+cross-dataset pairs in experiments/benchmarks/) into ``RUN_DIR/eval-<name>/``; see
+``trainer.evaluation.benchmark``.
 
 Verification pairs are generated for the split exactly like LFW's ``pairs.txt`` (10 folds,
 matched and mismatched pairs, identities disjoint across folds) and written next to the results,
@@ -9,7 +14,6 @@ photo is the gallery, its other photos are probes.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -84,24 +88,52 @@ def evaluate_split(model, dataset, eval_cfg, seed: int = 0, out_dir: str | Path 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainer import checkpoints, pipeline
+    from trainer import checkpoints, cliargs, pipeline
 
-    parser = argparse.ArgumentParser(description="Evaluate a trained run on one of its identity splits.")
+    parser = cliargs.ArgumentParser(description="Evaluate a trained run on one of its identity splits, "
+                                                "or on a benchmark in LFW's pairs.txt format.")
     parser.add_argument("run_dir")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--split", choices=("train", "val", "test"), help="identity split (default: test)")
+    parser.add_argument("--pairs", help="benchmark pairs file in LFW's pairs.txt format")
+    parser.add_argument("--images", help="the benchmark's photos: DIR/<name>/<photo> (with --pairs)")
+    parser.add_argument("--name", help="benchmark name (default: the pairs file's stem or folder)")
+    parser.add_argument("--numbering", choices=("auto", "lfw", "sorted"), default="auto",
+                        help="what a pair's image index means: lfw (<name>_<nnnn>.jpg), sorted (the n-th file "
+                             "of the folder, as trainer.evaluation.pairs writes) or auto (refuses when they differ)")
     args = parser.parse_args(argv)
+    if args.pairs and args.split:
+        parser.error("give either --split or --pairs, not both")
+    if bool(args.pairs) != bool(args.images) or (args.name and not args.pairs):
+        parser.error("--pairs and --images go together (and --name needs them)")
     try:
         model, cfg, plan = checkpoints.load_run(args.run_dir)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if args.pairs:
+            return _benchmark(model, cfg, plan, args)
+    except (OSError, ValueError) as exc:
+        print(f"error: {cliargs.one_line(exc)}", file=sys.stderr)
         return 2
-    dataset = pipeline.ordered_images(plan["shards"][args.split], plan["image_size"], cfg.eval.eval_batch_size)
-    out = Path(args.run_dir) / f"eval-{args.split}"
+    split = args.split or "test"
+    dataset = pipeline.ordered_images(plan["shards"][split], plan["image_size"], cfg.eval.eval_batch_size)
+    out = Path(args.run_dir) / f"eval-{split}"
     out.mkdir(exist_ok=True)
     metrics = evaluate_split(model, dataset, cfg.eval, out_dir=out, plots=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     for name, value in metrics.items():
         print(f"{name:28s} {value:.4f}")
+    return 0
+
+
+def _benchmark(model, cfg, plan, args) -> int:
+    from trainer.evaluation import benchmark
+
+    name = benchmark.benchmark_name(args.pairs, args.name)
+    out = Path(args.run_dir) / f"eval-{name}"
+    metrics = benchmark.evaluate_benchmark(model, args.pairs, args.images, cfg.data.cache_dir, plan["image_size"],
+                                           cfg.eval.far_target, out, cfg.eval.eval_batch_size, args.numbering,
+                                           cfg.ray.address, progress=True)
+    tracked = benchmark.log_to_run(plan, name, metrics, out)
+    print(benchmark.format_table(name, metrics))
+    print(f"report: {out}" + (f" (logged to MLflow run {plan['mlflow_run_id']})" if tracked else ""))
     return 0
 
 
