@@ -26,13 +26,13 @@ from trainer import config as config_lib, train  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def bench_config(args, workers: int, cpus: float, run_name: str):
+def bench_config(args, workers: int, cpus: float, run_name: str, precision: str = "float32", val: float = 0.0):
     return config_lib.from_dict({
-        "data": {"source": args.source, "val_fraction": 0.0, "test_fraction": 0.0},
+        "data": {"source": args.source, "val_fraction": val, "test_fraction": 0.0},
         "model": {"name": args.model},
         "train": {"epochs": args.epochs, "steps_per_epoch": args.steps, "identities_per_batch": args.p,
                   "images_per_identity": args.k, "optimizer": "adam", "learning_rate": 1e-3,
-                  "out_dir": str(args.out / "runs"), "run_name": run_name},
+                  "out_dir": str(args.out / "runs"), "run_name": run_name, "precision": precision},
         "ray": {"num_workers": workers, "cpus_per_worker": cpus},
         "mlflow": {"tracking_uri": f"sqlite:///{args.out / 'mlflow.db'}", "experiment": "bench-train"},
     })
@@ -88,6 +88,19 @@ def input_pipeline_only(plan: dict, cfg, batches: int) -> dict:
     return {"images_per_second": batches * t.identities_per_batch * t.images_per_identity / seconds}
 
 
+def precision_modes(args) -> dict:
+    """float32 against mixed_bfloat16 on the same run (Ray Train, 1 worker, same seed and data):
+    images/s of the last epoch and the validation accuracy the run reached."""
+    modes, stamp = {}, time.strftime("%H%M%S")
+    for precision in ("float32", "mixed_bfloat16"):
+        cfg = bench_config(args, 1, os.cpu_count() or 1, f"precision-{precision}-{stamp}", precision, val=0.1)
+        cfg.train.keep = "last"
+        result = ray_fit(train.plan_run(cfg, None), cfg)
+        last = json.loads((Path(cfg.train.out_dir) / cfg.train.run_name / "results.json").read_text())["last_epoch"]
+        modes[precision] = {**result, "val_accuracy": last.get("val_accuracy"), "val_auc": last.get("val_auc")}
+    return modes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", default=str(Path(__file__).resolve().parents[2] / "shared/data/celeba299"))
@@ -97,10 +110,15 @@ def main() -> int:
     parser.add_argument("--p", type=int, default=16)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--out", type=Path, default=Path(".facenet/bench_train"))
-    parser.add_argument("--json", type=Path, default=RESULTS / "bench_train.json")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--precision", action="store_true",
+                        help="compare float32 with mixed_bfloat16 (images/s and validation accuracy) instead")
     args = parser.parse_args()
     args.out = args.out.resolve()
     cores = os.cpu_count() or 1
+    if args.precision:
+        return report_precision(args, cores)
+    args.json = args.json or RESULTS / "bench_train.json"
 
     modes = {}
     cfg = bench_config(args, 0, cores, "plain")
@@ -124,6 +142,24 @@ def main() -> int:
     for name, r in modes.items():
         wait = f"{100 * r['input_wait_fraction']:.1f}%" if "input_wait_fraction" in r else "–"
         print(f"| {name} | {r['images_per_second']:.1f} | {r['vs_plain_fit']:.2f}× | {wait} |")
+    return 0
+
+
+def report_precision(args, cores: int) -> int:
+    modes = precision_modes(args)
+    base = modes["float32"]["images_per_second"]
+    for result in modes.values():
+        result["vs_float32"] = result["images_per_second"] / base
+    report = {"model": args.model, "global_batch": args.p * args.k, "steps_per_epoch": args.steps,
+              "epochs": args.epochs, "machine": f"{platform.machine()}, {cores} cores, no GPU", "modes": modes,
+              "command": "python experiments/bench_train.py " + " ".join(sys.argv[1:])}
+    path = args.json or RESULTS / "bench_train_precision.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    print(f"\n{args.model}, global batch {args.p}×{args.k}, {args.epochs} epochs of {args.steps} steps, {report['machine']}\n")
+    print("| precision | images/s | vs float32 | val accuracy | val AUC |\n| --- | ---: | ---: | ---: | ---: |")
+    for name, r in modes.items():
+        print(f"| {name} | {r['images_per_second']:.1f} | {r['vs_float32']:.2f}× | {r['val_accuracy']:.3f} | {r['val_auc']:.3f} |")
     return 0
 
 

@@ -163,6 +163,11 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
     from trainer import checkpoints
 
     assert checkpoints.resolve_checkpoint(tmp_path / "runs" / "d").name == f"epoch-{best:04d}"
+    teacher = subprocess.run([sys.executable, "-m", "trainer.evaluate", str(tmp_path / "runs" / "d"), "--teacher",
+                              "dlib_resnet_v1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert teacher.returncode == 0, teacher.stderr[-2000:]
+    metrics = json.loads((tmp_path / "runs" / "d" / "eval-test-dlib_resnet_v1" / "metrics.json").read_text())
+    assert metrics["auc"] > 0.9, "the teacher tells these two test people apart"
 
 
 def test_asking_for_the_teacher_without_the_extra_is_one_line(tmp_path):

@@ -93,6 +93,9 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | cosine (with warmup_epochs of linear warm-up)
     warmup_epochs: int = 0
     weight_decay: float = 0.0  # decoupled (AdamW) when optimizer is adam
+    # mixed_bfloat16: bfloat16 compute, float32 weights and embedding head (oneDNN on AVX-512 BF16
+    # CPUs, or GPUs); measured in experiments/bench_train.py --precision
+    precision: str = "float32"
 
 
 @dataclass
@@ -145,6 +148,7 @@ _CHOICES = {
     "train.keep": ("best", "last"),
     "train.augment_strength": ("standard", "strong"),
     "train.lr_schedule": ("constant", "cosine"),
+    "train.precision": ("float32", "mixed_bfloat16"),
     "train.optimizer": ("adagrad", "adam"),
     "train.loss": ("semihard", "hard"),
     "train.distance_metric": ("L2", "squared-L2", "angular"),

@@ -70,9 +70,32 @@ def one_shot_identification(embeddings, identities, threshold: float) -> dict[st
         embeddings[gallery], labels[gallery], embeddings[probes], labels[probes], threshold))
 
 
+def embed_shards(embedder, shards: list[str], size: int, batch_size: int = 128):
+    """``embed`` over every record of ``shards``; ``embedder`` is a Keras model, or a teacher's name
+    (trainer/teacher.py), whose embeddings prepare cached beside the shards."""
+    from trainer import pipeline
+
+    dataset = pipeline.ordered_images(shards, size, batch_size)
+    if not isinstance(embedder, str):
+        return embed(embedder, dataset)
+    from trainer.teacher import cached_embeddings
+
+    vectors, _ = cached_embeddings(shards, embedder)
+    identities, sources = [], []
+    for batch in dataset:
+        identities += [s.decode() for s in batch["identity"].numpy()]
+        sources += [s.decode() for s in batch["source"].numpy()]
+    return vectors, identities, sources
+
+
 def evaluate_split(model, dataset, eval_cfg, seed: int = 0, out_dir: str | Path | None = None, plots: bool = False):
     """Verification (+ one-shot identification) report for a split; PNG plots when ``plots``."""
-    embeddings, identities, sources = embed(model, dataset)
+    return evaluate_embeddings(*embed(model, dataset), eval_cfg, seed, out_dir, plots)
+
+
+def evaluate_embeddings(embeddings, identities, sources, eval_cfg, seed: int = 0, out_dir: str | Path | None = None,
+                        plots: bool = False):
+    """``evaluate_split`` on embeddings already computed (by a model or a teacher)."""
     out = Path(out_dir) if out_dir else None
     metrics, dist, same = verification(embeddings, identities, sources, eval_cfg.folds, eval_cfg.pairs_per_fold,
                                        eval_cfg.far_target, seed, out / "pairs.txt" if out else None)
@@ -97,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", help="benchmark pairs file in LFW's pairs.txt format")
     parser.add_argument("--images", help="the benchmark's photos: DIR/<name>/<photo> (with --pairs)")
     parser.add_argument("--name", help="benchmark name (default: the pairs file's stem or folder)")
+    parser.add_argument("--teacher", choices=("dlib_resnet_v1",),
+                        help="evaluate this teacher (the [teacher] extra) instead of the run's model, on the same pairs")
     parser.add_argument("--numbering", choices=("auto", "lfw", "sorted"), default="auto",
                         help="what a pair's image index means: lfw (<name>_<nnnn>.jpg), sorted (the n-th file "
                              "of the folder, as trainer.evaluation.pairs writes) or auto (refuses when they differ)")
@@ -107,16 +132,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--pairs and --images go together (and --name needs them)")
     try:
         model, cfg, plan = checkpoints.load_run(args.run_dir)
+        if args.teacher:
+            from trainer.teacher import check_teacher
+
+            check_teacher(args.teacher)
+            model = args.teacher
         if args.pairs:
             return _benchmark(model, cfg, plan, args)
+        split = args.split or "test"
+        out = Path(args.run_dir) / f"eval-{split}{'-' + args.teacher if args.teacher else ''}"
+        out.mkdir(exist_ok=True)
+        embedded = embed_shards(model, plan["shards"][split], plan["image_size"], cfg.eval.eval_batch_size)
     except (OSError, ValueError) as exc:
         print(f"error: {cliargs.one_line(exc)}", file=sys.stderr)
         return 2
-    split = args.split or "test"
-    dataset = pipeline.ordered_images(plan["shards"][split], plan["image_size"], cfg.eval.eval_batch_size)
-    out = Path(args.run_dir) / f"eval-{split}"
-    out.mkdir(exist_ok=True)
-    metrics = evaluate_split(model, dataset, cfg.eval, out_dir=out, plots=True)
+    metrics = evaluate_embeddings(*embedded, cfg.eval, out_dir=out, plots=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     for name, value in metrics.items():
         print(f"{name:28s} {value:.4f}")
@@ -126,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 def _benchmark(model, cfg, plan, args) -> int:
     from trainer.evaluation import benchmark
 
-    name = benchmark.benchmark_name(args.pairs, args.name)
+    name = benchmark.benchmark_name(args.pairs, args.name) + (f"-{args.teacher}" if args.teacher else "")
     out = Path(args.run_dir) / f"eval-{name}"
     metrics = benchmark.evaluate_benchmark(model, args.pairs, args.images, cfg.data.cache_dir, plan["image_size"],
                                            cfg.eval.far_target, out, cfg.eval.eval_batch_size, args.numbering,

@@ -188,6 +188,7 @@ def train_worker(plan: dict) -> dict:
 
     batch_size = t.identities_per_batch * t.images_per_identity
     steps = t.steps_per_epoch or max(1, plan["train_images"] // batch_size)
+    keras.mixed_precision.set_global_policy(t.precision)
     with strategy.scope():
         model = build_model(cfg.model.name, cfg.model.embedding_dim, size)
         optimizer = make_optimizer(t, steps)
@@ -282,6 +283,7 @@ def train_worker(plan: dict) -> dict:
     weights = model.get_weights()
     if not is_chief:
         return metrics
+    keras.mixed_precision.set_global_policy("float32")  # the exported model computes in float32
     final_model = build_model(cfg.model.name, cfg.model.embedding_dim, size)
     final_model.set_weights(weights)
     kept = checkpoints.best_checkpoint(run_dir, "val_accuracy") if t.keep == "best" else None

@@ -112,9 +112,9 @@ def _key(identity: str, path: str) -> tuple[str, str]:
 
 
 def embed_photos(model, manifest: dict, names: list[str], image_size: int, batch_size: int = 128):
-    """``({photo key: embedding}, {photo key: shard status entry})`` for the ``names``' shards."""
-    from trainer import pipeline
-    from trainer.evaluate import embed
+    """``({photo key: embedding}, {photo key: shard status entry})`` for the ``names``' shards;
+    ``model`` may be a teacher's name (trainer/teacher.py: its cached embeddings)."""
+    from trainer.evaluate import embed_shards
     from trainer.splits import shard_paths
 
     shards = shard_paths(manifest, names)
@@ -122,7 +122,7 @@ def embed_photos(model, manifest: dict, names: list[str], image_size: int, batch
     for shard in shards:
         summary = json.loads(Path(shard + ".json").read_text())
         entries.update({_key(summary["identity"], e["source"]): e for e in summary["images"]})
-    embeddings, identities, sources = embed(model, pipeline.ordered_images(shards, image_size, batch_size))
+    embeddings, identities, sources = embed_shards(model, shards, image_size, batch_size)
     vectors = {_key(i, s): v for v, i, s in zip(embeddings, identities, sources)}
     return vectors, entries
 
@@ -132,13 +132,14 @@ def evaluate_benchmark(model, pairs_path, images_dir, cache_dir, image_size: int
                        progress: bool = False) -> dict:
     """LFW-protocol metrics of ``model`` on a pairs file over ``images_dir`` (aligned into
     ``cache_dir`` at ``image_size``), plus ``pairs``, ``photos`` and ``fallback_photos``; with
-    ``out_dir``, also ``metrics.json``, ``roc.png``, ``distances.png`` and ``fallback_photos.txt``."""
+    ``out_dir``, also ``metrics.json``, ``roc.png``, ``distances.png`` and ``fallback_photos.txt``.
+    ``model`` may be a teacher's name: the benchmark is then prepared with that teacher's embeddings."""
     from trainer.prepare import prepare
 
     pairs, photos = resolve_photos(pairs_path, images_dir, numbering)
     used = {_key(Path(p).parent.name, p) for pair in photos for p in pair}
     manifest = prepare(str(images_dir), cache_dir, image_size, ALIGN_MODE, ray_address=ray_address,
-                       progress=progress)
+                       progress=progress, teacher=model if isinstance(model, str) else "")
     vectors, entries = embed_photos(model, manifest, sorted({name for name, _ in used}), image_size, batch_size)
     for key in sorted(used - vectors.keys()):
         entry = entries.get(key, {})
