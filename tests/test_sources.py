@@ -39,6 +39,8 @@ def test_sources_are_parsed_checked_and_named():
         assert message in str(info.value)
     with pytest.raises(ConfigError, match="need a teacher"):
         config_lib.from_dict({"train": {"distill_weight": 1.0}})
+    with pytest.raises(ConfigError, match="needs distillation"):
+        config_lib.from_dict({"data": {"sources": [{"path": "x", "labeled": False}]}})
     with pytest.raises(ConfigError, match="there is no loss"):
         config_lib.from_dict({"train": {"metric_weight": 0.0}})
 
@@ -81,6 +83,24 @@ def test_training_on_several_sources_namespaces_and_weights_them(tmp_path, local
         {"path": str(tmp_path / "nowhere")}]}})
     with pytest.raises(DatasetError, match="nowhere not found"):
         plan_run(missing, None, progress=False)
+
+
+def test_unlabeled_photos_each_get_a_label_of_their_own(tmp_path, local_ray):
+    import tensorflow as tf
+
+    from trainer.pipeline import pk_batches
+    from trainer.prepare import prepare as prep
+    from trainer.splits import shard_paths
+
+    root = make_identity_folders(tmp_path / "faces", identities=4, images=3)
+    manifest = prep(str(root), tmp_path / "cache", size=32, align=False, progress=False)
+    shards = shard_paths(manifest, sorted(manifest["identities"]))
+    batch = next(iter(pk_batches(shards, [0, 1, -1, -1], 4, 2, 32, seed=0)))
+    labels = batch[1].numpy().reshape(4, 2)
+    labelled = [row for row in labels if row[0] >= 0]
+    unlabelled = [row for row in labels if row[0] < 0]
+    assert len(labelled) == 2 and all(row[0] == row[1] for row in labelled)
+    assert len(unlabelled) == 2 and len({int(v) for row in unlabelled for v in row}) == 4
 
 
 def test_weighted_identity_draws_follow_the_weights():

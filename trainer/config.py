@@ -32,6 +32,9 @@ class SourceConfig:
     max_per_identity: int = 0  # 0 = every photo; otherwise the first N (sorted) of each identity
     weight: float = 1.0  # how often its identities are drawn into a P×K batch, relative to data.source's
     split: bool = False  # False: every identity trains; True: split into train/val/test like data.source
+    # False: the folder names are no labels to trust (or photos of anyone): its photos only teach the
+    # distillation term, and the triplet loss sees each as a person of its own (needs train.teacher)
+    labeled: bool = True
 
 
 @dataclass
@@ -280,6 +283,9 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError("config keys 'train.metric_weight', 'train.distill_weight' and "
                           "'train.distill_relational_weight' must be >= 0")
     distilling = cfg.train.distill_weight > 0 or cfg.train.distill_relational_weight > 0
+    if not distilling and any(not s.labeled for s in cfg.data.sources):
+        raise ConfigError("config key 'data.sources[].labeled: false' needs distillation: set train.teacher and "
+                          "train.distill_weight")
     if distilling and not cfg.train.teacher:
         raise ConfigError("config keys 'train.distill_*' need a teacher: set train.teacher=dlib_resnet_v1")
     if not distilling and cfg.train.metric_weight == 0:

@@ -74,7 +74,8 @@ def pk_batches(shards: list[str], labels: list[int], identities_per_batch: int, 
     With ``teacher`` each element is (images, labels, teacher embeddings [P*K, dim], has_teacher
     [P*K]): the teacher's file beside each shard (prepare.teacher_path) is read in step with it,
     and a flipped crop gets the teacher's embedding of the mirror image. ``weights`` (one per
-    shard) make an identity's chance of being drawn proportional to its weight.
+    shard) make an identity's chance of being drawn proportional to its weight. A label of -1
+    marks a shard of unlabeled photos: each gets a label of its own.
     """
     p, k = identities_per_batch, images_per_identity
     if len(shards) < p:
@@ -93,6 +94,9 @@ def pk_batches(shards: list[str], labels: list[int], identities_per_batch: int, 
     ds = files.interleave(k_records, cycle_length=p, block_length=k, num_parallel_calls=AUTOTUNE, deterministic=True)
 
     def decode(record, teacher_record, label):
+        # label -1 (an unlabeled source): a fresh negative label per photo, so the triplet loss finds
+        # no positive for it and only the distillation term learns from it
+        label = tf.where(label < 0, -tf.random.uniform([], 2, 2**30, tf.int32), label)
         image = parse(record, size)["image"]
         flip = tf.random.uniform([]) < 0.5
         image = augment(image, size, flip, strong) if training_augment else image

@@ -68,19 +68,23 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     train_images = sum(aligned[n] for n in split.train)
     shards = {"val": shard_paths(manifest, split.val), "test": shard_paths(manifest, split.test)}
     counts = {"": manifest["counts"]}
+    unlabeled: list[int] = []  # indices into train shards whose photos carry no trusted label
     for source in cfg.data.sources:
         name = config_lib.source_name(source)
         extra = prepare(source.path, cfg.data.cache_dir, size, _ALIGN_MODES[source.align], 0, cfg.data.prepare_workers,
                         cfg.ray.address, progress, teacher=teacher, max_per_identity=source.max_per_identity)
         counts[name] = extra["counts"]
         usable = {n: e["aligned"] for n, e in extra["identities"].items() if e["aligned"] >= cfg.data.min_images_per_identity}
+        usable = usable if source.labeled else {n: e["aligned"] for n, e in extra["identities"].items() if e["aligned"]}
         own = split_identities(usable, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed, 2) \
-            if source.split else Split(train=sorted(usable))
+            if source.split and source.labeled else Split(train=sorted(usable))
         split.train += [f"{name}/{n}" for n in own.train]
         split.val += [f"{name}/{n}" for n in own.val]
         split.test += [f"{name}/{n}" for n in own.test]
         train_shards += shard_paths(extra, own.train)
         train_weights += [source.weight] * len(own.train)
+        if not source.labeled:
+            unlabeled += range(len(train_shards) - len(own.train), len(train_shards))
         train_images += sum(usable[n] for n in own.train)
         shards["val"] += shard_paths(extra, own.val)
         shards["test"] += shard_paths(extra, own.test)
@@ -105,7 +109,7 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
         "config": cfg.to_dict(), "run_dir": str(run_dir), "run_name": name, "image_size": size,
         "manifest": manifest["path"], "data_fingerprint": manifest["fingerprint"],
         "data_counts": manifest["counts"], "source_counts": counts, "split": split.to_dict(),
-        "shards": {"train": train_shards, **shards}, "train_weights": train_weights,
+        "shards": {"train": train_shards, **shards}, "train_weights": train_weights, "train_unlabeled": unlabeled,
         "train_images": train_images,
     }
     # Sets evaluated after every epoch (metrics "<name>_accuracy", ...); callers may add more.
@@ -216,6 +220,8 @@ def train_worker(plan: dict) -> dict:
             print(f"resuming after epoch {state['epoch'] + 1} (checkpoint of epoch index {state['epoch']})", flush=True)
 
     train_shards, labels = plan["shards"]["train"], list(range(len(plan["shards"]["train"])))
+    for i in plan.get("train_unlabeled", []):
+        labels[i] = -1  # pipeline.pk_batches: each photo a person of its own
 
     def dataset_fn(ctx: tf.distribute.InputContext):
         # Each input pipeline draws from its own identities: P/replicas identities × K images.
