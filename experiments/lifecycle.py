@@ -8,12 +8,19 @@ data) -> identify their other photos and photos of people never enrolled (who mu
 unknown) -> warm-start retraining triggered by the enrolments (a Ray job) -> promotion ->
 identify again -> for comparison, a full retraining from scratch on the same changed data
 (N_prim; ``--skip-full-retrain`` saves that time) -> summary (accuracy before/after, N vs N_prim vs
-N_adpt, latencies) and where to look in MLflow, where the three runs are grouped under one parent. Local Ray, a sqlite MLflow store and in-process serving; nothing else to start.
+N_adpt, latencies) and where to look in MLflow, where the three runs are grouped under one parent. Local Ray, a sqlite MLflow store and in-process serving; nothing else to start,
+and nothing left running: the local Ray head the retraining job runs on is started for it and
+stopped when it ends (``--ray-address`` submits to your cluster instead, and leaves it alone).
+
+The terminal shows stage headers, progress bars and results; everything else (Ray's and
+TensorFlow's log lines, every Ray worker's output, the retraining job's log) goes to
+``<home>/lifecycle.log``, whose path is printed first and in the summary (see trainer/console.py).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +29,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import trainer  # noqa: E402,F401  (tf-keras before TensorFlow)
-from trainer import config as config_lib, train  # noqa: E402
+from trainer import config as config_lib, console, ray_setup, train  # noqa: E402
 from trainer.align import IMAGE_EXTENSIONS  # noqa: E402
 
 
@@ -85,6 +92,22 @@ def full_retraining(cfg, retrain_plan: dict, base_plan: dict) -> dict:
     return results
 
 
+def save_job_log(log: console.Capture, address: str, submission: str) -> None:
+    """Append the retraining job's driver log (it ran on the Ray head, not here) to the full log."""
+    if not address.startswith("http"):
+        return
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        from enroll.retrain import _auth_headers
+
+        text = JobSubmissionClient(address, headers=_auth_headers()).get_job_logs(submission)
+    except Exception as exc:  # noqa: BLE001 - the log is a convenience; the job's result is recorded
+        text = f"(not available: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]})"
+    log.log_only(f"\n---- log of Ray job {submission} (warm-start retraining) ----\n{text}\n"
+                 f"---- end of the log of Ray job {submission} ----")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="experiments/celeba_nn4.yaml")
@@ -95,18 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--far-target", type=float, default=0.01, help="FAR at which τ is calibrated")
     parser.add_argument("--home", type=Path, help="FACENET_HOME to create (default: a fresh one under .facenet/)")
     parser.add_argument("--ray-address", default="",
-                        help="Ray dashboard URL the retraining job is submitted to (default: a local head)")
+                        help="Ray dashboard URL the retraining job is submitted to, left running "
+                             "(default: a local head started for the job and stopped after it)")
     parser.add_argument("--skip-full-retrain", action="store_true",
                         help="skip the comparison with a full retraining from scratch (N_prim), a second base training")
     parser.add_argument("--enroll", action="append", default=[], metavar="KEY=VALUE",
                         help="an enroll.yaml setting for the home, e.g. promotion_max_drop=0.02 (repeatable)")
     args = parser.parse_args(argv)
 
-    from enroll.models import register_run
-    from enroll.retrain import submit_retrain, wait_for
-    from enroll.service import add_person
-    from enroll.store import SqliteGallery
-    from serving.export import main as export_main
     from enroll.gallery import GalleryError
     from enroll.settings import load_settings
     from trainer.prepare import DatasetError
@@ -127,8 +146,36 @@ def main(argv: list[str] | None = None) -> int:
         home.mkdir(parents=True, exist_ok=True)
         # enroll.yaml is the retraining's policy file: τ at FAR 1% for every model version by default.
         (home / "enroll.yaml").write_text(yaml.safe_dump({k: yaml.safe_load(str(v)) for k, v in policy.items()}))
-        load_settings(home)  # unknown or ill-typed settings are refused now, not after training
+        settings = load_settings(home)  # unknown or ill-typed settings are refused now, not after training
+    except (config_lib.ConfigError, DatasetError, GalleryError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
+    with console.capture(home / console.LOG_NAME) as log:
+        print(f"full log: {log.path}", flush=True)
+        try:
+            return lifecycle(args, cfg, home, people, settings.ray_address or os.environ.get("RAY_ADDRESS", ""), log)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted; full log: {log.path}", file=sys.stderr)
+            return 130
+        except Exception:
+            print(f"failed; full log: {log.path}", file=sys.stderr)
+            raise
+        finally:
+            ray_setup.shutdown_ray()  # the in-process local Ray (data preparation, training) ends here
+
+
+def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: console.Capture) -> int:
+    """Stages 1-10 and the summary; ``ray_address`` is the cluster the user gave for jobs, if any."""
+    from enroll.gallery import GalleryError
+    from enroll.models import register_run
+    from enroll.retrain import submit_retrain, wait_for
+    from enroll.service import add_person
+    from enroll.store import SqliteGallery
+    from serving.export import main as export_main
+    from trainer.prepare import DatasetError
+
+    try:
         stage("1-3. prepare (detect + align), train on Ray, evaluate")
         cfg.train.run_name = cfg.train.run_name or f"lifecycle-{time.strftime('%Y%m%d-%H%M%S')}"
         plan = train.plan_run(cfg, args.config)
@@ -158,10 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(before))
 
     stage("7-8. warm-start retraining (a Ray job) and promotion")
-    job, ray_job, message = submit_retrain(home, "lifecycle: people enrolled")
-    print(message, flush=True)
-    finished = wait_for(home, job, timeout=3600)
-    print(f"job {finished.id}: {finished.state} ({finished.detail})")
+    if not ray_address:
+        print("starting a local Ray head for the retraining job (stopped when the job ends)", flush=True)
+    with ray_setup.local_head(ray_address, log_file=log.path) as address:
+        job, ray_job, message = submit_retrain(home, "lifecycle: people enrolled",
+                                               address="" if ray_address else address)
+        print(message, flush=True)
+        finished = wait_for(home, job, timeout=3600)
+        save_job_log(log, address, ray_job)
+    if not ray_address:
+        print("stopped the local Ray head", flush=True)
+    print(f"job {finished.id}: {finished.state} ({finished.detail}); its log is in the full log")
 
     stage("9. identify again")
     after = identify_all(home, probes)
@@ -195,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nretraining job {finished.state}")
     print(f"test split: accuracy {results.get('test', {}).get('accuracy', float('nan')):.3f}; "
           f"MLflow: mlflow ui --backend-store-uri {plan['tracking_uri']}  (experiment '{cfg.mlflow.experiment}')")
-    print(f"everything: {home} (summary in lifecycle.json); `ray stop` ends the local Ray head the retraining used")
+    print(f"everything: {home} (summary in lifecycle.json)")
+    print(f"full log: {log.path}")
     return 0 if finished.state in ("succeeded", "rejected") else 1  # a gate refusing a worse model is the system working
 
 
