@@ -39,6 +39,10 @@ def test_sources_are_parsed_checked_and_named():
         assert message in str(info.value)
     with pytest.raises(ConfigError, match="need a teacher"):
         config_lib.from_dict({"train": {"distill_weight": 1.0}})
+    bench = config_lib.from_dict({"eval": {"benchmarks": [{"pairs": "p.txt", "images": "d", "numbering": "sorted"}]}})
+    assert bench.eval.benchmarks[0].numbering == "sorted"
+    with pytest.raises(ConfigError, match="needs both pairs and images"):
+        config_lib.from_dict({"eval": {"benchmarks": [{"pairs": "p.txt"}]}})
     with pytest.raises(ConfigError, match="needs distillation"):
         config_lib.from_dict({"data": {"sources": [{"path": "x", "labeled": False}]}})
     with pytest.raises(ConfigError, match="there is no loss"):
@@ -163,6 +167,10 @@ def _teacher_vectors(path):
 
 
 def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_installed, eight_people, tmp_path):
+    from trainer.evaluation.pairs import main as write_pairs
+
+    assert write_pairs([str(eight_people), "--out", str(tmp_path / "eight.pairs.txt"), "--folds", "2",
+                        "--pairs-per-fold", "4"]) == 0
     config = tmp_path / "distill.yaml"
     config.write_text(json.dumps({
         "data": {"source": str(eight_people), "cache_dir": str(tmp_path / "cache"), "val_fraction": 0.25,
@@ -172,7 +180,9 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
                   "optimizer": "adam", "teacher": "dlib_resnet_v1", "metric_weight": 0.5, "distill_weight": 1.0,
                   "distill_relational_weight": 1.0, "lr_schedule": "cosine", "warmup_epochs": 1,
                   "out_dir": str(tmp_path / "runs"), "run_name": "d"},
-        "eval": {"folds": 2, "pairs_per_fold": 2}, "ray": {"num_workers": 0},
+        "eval": {"folds": 2, "pairs_per_fold": 2, "benchmarks": [
+            {"pairs": str(tmp_path / "eight.pairs.txt"), "images": str(eight_people), "numbering": "sorted"}]},
+        "ray": {"num_workers": 0},
         "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}))
     done = subprocess.run([sys.executable, "-m", "trainer.train", "--config", str(config)], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
@@ -183,6 +193,14 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
     from trainer import checkpoints
 
     assert checkpoints.resolve_checkpoint(tmp_path / "runs" / "d").name == f"epoch-{best:04d}"
+    assert "benchmark eight: accuracy" in done.stdout
+    bench = json.loads((tmp_path / "runs" / "d" / "results.json").read_text())["benchmarks"]["eight"]
+    assert bench["pairs"] == 16 and 0 <= bench["accuracy"] <= 1
+    from mlflow.tracking import MlflowClient
+
+    run_id = json.loads((tmp_path / "runs" / "d" / "plan.json").read_text())["mlflow_run_id"]
+    logged = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id).data.metrics
+    assert logged["bench_eight_accuracy"] == pytest.approx(bench["accuracy"])
     teacher = subprocess.run([sys.executable, "-m", "trainer.evaluate", str(tmp_path / "runs" / "d"), "--teacher",
                               "dlib_resnet_v1"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert teacher.returncode == 0, teacher.stderr[-2000:]

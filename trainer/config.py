@@ -102,11 +102,23 @@ class TrainConfig:
 
 
 @dataclass
+class BenchmarkConfig:
+    """A benchmark in LFW's format every finished run is also evaluated on (trainer/evaluation/benchmark.py)."""
+
+    pairs: str = ""  # LFW's pairs.txt format
+    images: str = ""  # <images>/<name>/<photo>
+    name: str = ""  # "" = the pairs file's stem
+    numbering: str = "auto"  # auto | lfw | sorted: what a pair's image index means
+
+
+@dataclass
 class EvalConfig:
     pairs_per_fold: int = 300  # matched and mismatched pairs per fold (LFW uses 300 + 300)
     folds: int = 10
     far_target: float = 1e-3
     eval_batch_size: int = 128
+    # e.g. [{pairs: experiments/benchmarks/yaleb27.pairs.txt, images: ../shared/data/yaleb27}]
+    benchmarks: list[BenchmarkConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -214,6 +226,9 @@ def from_dict(raw: dict[str, Any] | None) -> Config:
         if section == "data" and "sources" in values:
             values = dict(values)
             cfg.data.sources = _sources(values.pop("sources"))
+        if section == "eval" and "benchmarks" in values:
+            values = dict(values)
+            cfg.eval.benchmarks = _benchmarks(values.pop("benchmarks"))
         apply_fields(getattr(cfg, section), values, lambda key, section=section: f"config key {f'{section}.{key}'!r}")
     for key, allowed in _CHOICES.items():
         section, name = key.split(".")
@@ -254,6 +269,23 @@ def _sources(raw: Any) -> list[SourceConfig]:
         raise ConfigError(f"config key 'data.sources': two sources share the name {max(names, key=names.count)!r}; "
                           f"set name: to tell them apart")
     return sources
+
+
+def _benchmarks(raw: Any) -> list[BenchmarkConfig]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise ConfigError(f"config key 'eval.benchmarks' must be a list of {{pairs, images}} mappings, got {raw!r}")
+    benchmarks = []
+    for i, item in enumerate(raw):
+        bench = BenchmarkConfig()
+        apply_fields(bench, item, lambda key: f"config key 'eval.benchmarks[{i}].{key}'")
+        if not bench.pairs or not bench.images:
+            raise ConfigError(f"config key 'eval.benchmarks[{i}]' needs both pairs and images")
+        if bench.numbering not in ("auto", "lfw", "sorted"):
+            raise ConfigError(f"config key 'eval.benchmarks[{i}].numbering' must be one of auto, lfw, sorted")
+        benchmarks.append(bench)
+    return benchmarks
 
 
 def source_name(source: SourceConfig) -> str:

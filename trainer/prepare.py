@@ -143,7 +143,7 @@ def align_identity(identity: str, files: list[str], shard: str, size: int, align
 
         model = build_teacher(teacher)
     images, vectors = [], []
-    tmp = shard + ".tmp"
+    tmp = f"{shard}.{os.getpid()}.tmp"  # two runs preparing the same identity at once never share a file
     with tf.io.TFRecordWriter(tmp) as writer:
         for path in files:
             entry = {"source": path, "status": "ok"}
@@ -187,13 +187,13 @@ def _write_teacher(shard: str, teacher: str, vectors: list, dim: int) -> None:
 
     target = teacher_path(shard, teacher)
     Path(f"{target}.json").unlink(missing_ok=True)
-    with tf.io.TFRecordWriter(f"{target}.tmp") as writer:
+    with tf.io.TFRecordWriter(f"{target}.{os.getpid()}.tmp") as writer:
         for vec in vectors:
             values = np.zeros(2 * dim, np.float32) if vec is None else vec.reshape(-1)
             feature = {"teacher": tf.train.Feature(float_list=tf.train.FloatList(value=values)),
                        "has_teacher": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(vec is not None)]))}
             writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-    Path(f"{target}.tmp").rename(target)
+    Path(f"{target}.{os.getpid()}.tmp").rename(target)
     Path(f"{target}.json").write_text(json.dumps({"teacher": teacher, "dim": dim, "records": len(vectors),
                                                   "failed": sum(v is None for v in vectors)}))
 
@@ -287,7 +287,7 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool | str = T
         "identities": {k: {"shard": s["shard"], "aligned": s["aligned"]} for k, s in sorted(summaries.items())},
         "rejected": [e for s in summaries.values() for e in s["images"] if e["status"] in ("no_face", "unreadable")],
     }
-    tmp = manifest_path.with_suffix(".tmp")
+    tmp = manifest_path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.rename(manifest_path)
     return manifest

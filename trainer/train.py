@@ -96,6 +96,10 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
         train_shards += shard_paths(extra, extra_names)
         train_weights += [1.0] * len(extra_names)
         train_images += sum(extra["identities"][n]["aligned"] for n in extra_names)
+    for bench in cfg.eval.benchmarks:  # checked now, evaluated when the run ends
+        bench.pairs, bench.images = resolve_path(bench.pairs), resolve_path(bench.images)
+        if not Path(bench.pairs).is_file() or not Path(bench.images).is_dir():
+            raise DatasetError(f"eval.benchmarks: {bench.pairs} (pairs file) or {bench.images} (photo folder) not found")
     if len(train_shards) < cfg.train.identities_per_batch:
         raise DatasetError(f"the training split has {len(train_shards)} usable identities, fewer than "
                            f"train.identities_per_batch={cfg.train.identities_per_batch}")
@@ -361,6 +365,29 @@ def _finish(plan: dict, cfg: Config, model, counters: ComputeCounters, last_epoc
     return results
 
 
+def run_benchmarks(plan: dict, cfg: Config) -> dict:
+    """The run's kept model on every ``eval.benchmarks`` entry (LFW's protocol), on the driver once
+    training ended (its alignment needs Ray's CPUs, which the training workers held): reports in
+    eval-<name>/, figures in results.json and the run's MLflow run (``bench_<name>_<metric>``)."""
+    if not cfg.eval.benchmarks:
+        return {}
+    from trainer.evaluation.benchmark import benchmark_name, evaluate_benchmark, log_to_run
+
+    model = checkpoints.load_run(plan["run_dir"])[0]
+    found = {}
+    for bench in cfg.eval.benchmarks:
+        name = benchmark_name(bench.pairs, bench.name or None)
+        found[name] = evaluate_benchmark(model, bench.pairs, bench.images, cfg.data.cache_dir, plan["image_size"],
+                                         cfg.eval.far_target, Path(plan["run_dir"]) / f"eval-{name}",
+                                         cfg.eval.eval_batch_size, bench.numbering, cfg.ray.address)
+        print(f"benchmark {name}: accuracy {found[name]['accuracy']:.4f} ± {found[name]['accuracy_std']:.4f}, "
+              f"AUC {found[name]['auc']:.4f} ({int(found[name]['pairs'])} pairs)", flush=True)
+        log_to_run(plan, name, found[name], Path(plan["run_dir"]) / f"eval-{name}")
+    results_file = Path(plan["run_dir"]) / "results.json"
+    results_file.write_text(json.dumps({**json.loads(results_file.read_text()), "benchmarks": found}, indent=1))
+    return found
+
+
 # ------------------------------------------------------------------------------- driver: launch
 def launch(plan: dict, cfg: Config) -> dict:
     """Run ``train_worker`` in-process (ray.num_workers == 0) or on Ray Train workers."""
@@ -389,9 +416,10 @@ def launch(plan: dict, cfg: Config) -> dict:
 
 
 def run_tracked(plan: dict, cfg: Config) -> dict:
-    """Open the run's MLflow run, then train (the sequence every caller of a plan needs)."""
+    """Open the run's MLflow run, train, then evaluate the benchmarks (what every caller of a plan needs)."""
     _open_tracking(plan, cfg)
-    return launch(plan, cfg)
+    results = launch(plan, cfg)
+    return {**results, "benchmarks": run_benchmarks(plan, cfg)}
 
 
 def main(argv: list[str] | None = None) -> int:
