@@ -1,6 +1,6 @@
 """``enroll``: one-shot enrolment, identify and verify against the production model.
 
-    enroll init --run runs/<run>                     register a trained run as the production model
+    enroll init --run runs/<run> [--far-target F]    register a trained run as the production model (τ at FAR F)
     enroll add-person "Ada Lovelace" a.jpg b.jpg     enrol (--append adds photos to someone enrolled)
     enroll identify photo.jpg [--top-k 3]            who is it? ("unknown" beyond τ)
     enroll verify photo.jpg --name "Ada Lovelace"    is it them?
@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     p = sub.add_parser("init", parents=[common], help="register a trained run as the production model")
     p.add_argument("--run", required=True, metavar="RUN_DIR")
-    p.add_argument("--far-target", type=float, default=1e-3, help="FAR at which τ is calibrated (default 1e-3)")
+    p.add_argument("--far-target", type=float, default=None,
+                   help="FAR at which τ is calibrated, now and at every promotion; written to enroll.yaml "
+                        "(default: enroll.yaml's far_target, else 1e-3)")
     p = sub.add_parser("add-person", parents=[common], help="enrol a person from one or more photos")
     p.add_argument("name", metavar="NAME", type=_text, help="the person's name (any unicode; no / \\ or control characters)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="photos of the person, one face each")
@@ -181,13 +183,14 @@ def _gallery(home: Path, create: bool = False):
 
 # ------------------------------------------------------------------------------- commands
 def cmd_init(args, home, notes):
-    from enroll.models import production_meta, register_run
+    from enroll.models import production_meta
+    from enroll.settings import check_far_target, init_production
 
     if not os.path.isdir(args.run):  # (Path.is_dir raises on a name too long)
         raise GalleryError(f"run directory not found: {args.run}")
-    if not 0 < args.far_target < 1:
-        raise GalleryError(f"--far-target must be between 0 and 1, got {args.far_target}")
-    version = register_run(args.run, home, args.far_target)
+    if args.far_target is not None:
+        check_far_target(args.far_target, "--far-target")
+    version = init_production(args.run, home, args.far_target)
     _, meta = production_meta(home)
     with _gallery(home) as gallery:
         faces = sum(n for _, n in gallery.list_people())
@@ -198,7 +201,8 @@ def cmd_init(args, home, notes):
     return {"version": version, "threshold": meta["threshold"], "threshold_method": meta["threshold_method"],
             "far_target": meta["far_target"], "calibration": c, "faces_embedded": faces, "home": str(home)}, [
         f"production model: version {version} ({meta['model_name']}, {meta['image_size']} px) in {home}",
-        f"τ = {meta['threshold']:.4f} ({how}; {c['pairs']} {c['split']} pairs)",
+        f"τ = {meta['threshold']:.4f} ({how}; {c['pairs']} {c['split']} pairs); every promotion recalibrates "
+        f"at FAR {meta['far_target']:g} (far_target in {home / 'enroll.yaml'})",
         f"embedded {faces} enrolled faces with it"]
 
 
@@ -233,7 +237,8 @@ def cmd_add_person(args, home, notes):
             report["retrain"] = retrain
     text = _photo_lines(report["photos"]) + [
         f"enrolled {report['name']!r}: {_n(report['faces_added'], 'new face')}, {report['faces_total']} in all "
-        f"(model version {report['model_version']})"]
+        f"(model version {report['model_version']})"] + (
+        [f"held out of retraining, to judge retrained models on: {report['held_out']}"] if report["held_out"] else [])
     for other in report["lookalikes"]:
         notes.append(f"warning: {report['name']!r} looks like {other['name']!r} (distance {other['distance']:.4f} "
                      f"<= τ {report['threshold']:.4f}): the same person under two names?")
@@ -333,34 +338,10 @@ def cmd_list(args, home, notes):
 
 
 def cmd_status(args, home, notes):
-    from enroll.models import ModelError, production_meta
+    from enroll.status import status_report
 
-    try:
-        version, meta = production_meta(home)
-    except ModelError as exc:
-        version, meta = None, {"problem": str(exc)}
     with _gallery(home) as gallery:
-        if any(j.state in ("submitted", "running") for j in gallery.jobs()):
-            from enroll.retrain import reconcile
-
-            reconcile(home, gallery)
-        people = gallery.list_people()
-        changes = gallery.changes_since(meta.get("gallery_version", 0)) if version else []
-        jobs = gallery.jobs()
-    status = {"home": str(home), "production_version": version, "threshold": meta.get("threshold"),
-              "threshold_method": meta.get("threshold_method"), "people": len(people),
-              "faces": sum(k for _, k in people), "source_run": meta.get("source_run"),
-              "class_changes_since_production": [{"seq": c.seq, "kind": c.kind, "name": c.name or None} for c in changes],
-              "jobs": [{"id": j.id, "kind": j.kind, "state": j.state, "detail": j.detail} for j in jobs]}
-    kinds = {k: sum(c.kind == k for c in changes) for k in ("add", "append", "remove")}
-    lines = [f"home: {home}",
-             f"production model: version {version}, τ {meta['threshold']:.4f} ({meta['threshold_method']}), "
-             f"from {meta.get('source_run')}" if version else f"production model: none ({meta['problem']})",
-             f"gallery: {_n(status['people'], 'person', 'people')}, {_n(status['faces'], 'face')}",
-             f"class changes since the production model: {len(changes)} "
-             f"({', '.join(f'{n} {k}' for k, n in kinds.items())})",
-             f"jobs: {len(jobs)}"] + [f"  #{j.id} {j.kind}: {j.state}" + (f" ({j.detail})" if j.detail else "") for j in jobs]
-    return status, lines
+        return status_report(home, gallery)
 
 
 def _n(count: int, one: str, many: str = "") -> str:

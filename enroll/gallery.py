@@ -31,6 +31,7 @@ class Face:
     sha256: str  # of the PNG crop: the crop's file name under crops/
     source: str  # the photo's file name as given at enrolment
     created: float
+    held_out: bool = False  # kept out of retraining exports: the promotion gate's unseen photo of the person
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Job:
     detail: str = ""
     created: float = 0.0
     updated: float = 0.0
+    result: dict = field(default_factory=dict)  # what the job measured, e.g. {"gate": {...}} (retrain_job.py)
 
 
 class Gallery(Protocol):
@@ -74,7 +76,7 @@ class Gallery(Protocol):
     def changes_since(self, seq: int) -> list[Change]: ...
     def gallery_version(self) -> int: ...
     def add_job(self, kind: str, params: dict | None = None, state: str = "requested") -> int: ...
-    def update_job(self, job_id: int, state: str, detail: str = "") -> None: ...
+    def update_job(self, job_id: int, state: str, detail: str = "", result: dict | None = None) -> None: ...
     def jobs(self) -> list[Job]: ...
     def check_consistency(self, model_version: int | None = None) -> list[str]: ...
     def close(self) -> None: ...
@@ -122,6 +124,20 @@ def check_new_faces(faces, embeddings, expected_dims: dict[int, int]) -> dict[in
             raise GalleryError(f"model version {version} has {expected_dims[version]}-d embeddings, got {matrix.shape[1]}-d")
         out[int(version)] = matrix
     return out
+
+
+def held_out_row(existing: Person | None, new_faces: int) -> int | None:
+    """Which of ``new_faces`` photos being enrolled is held out (its row), or None.
+
+    A person with at least two photos keeps one out of the retraining exports, so that the
+    promotion gate can judge a candidate on a photo it never trained on. Only a new photo is held
+    out (an earlier one may already be in the production model's training data, which would
+    favour it), the last one given, and only while the person has no held-out photo yet.
+    """
+    if existing is not None and any(face.held_out for face in existing.faces):
+        return None
+    total = (len(existing.faces) if existing else 0) + new_faces
+    return new_faces - 1 if new_faces and total >= 2 else None
 
 
 def crop_sha(data: bytes) -> str:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, Job, Person, check_new_faces,
-                            check_presence, crop_sha, validate_name)
+                            check_presence, crop_sha, held_out_row, validate_name)
 
 
 class InMemoryGallery:
@@ -35,9 +35,9 @@ class InMemoryGallery:
             if guard:
                 guard()
             now = time.time()
-            new_faces = []
+            new_faces, held_out = [], held_out_row(existing, len(faces))
             for row, (png, source) in enumerate(faces):
-                face = Face(self._next_face, crop_sha(png), str(source), now)
+                face = Face(self._next_face, crop_sha(png), str(source), now, row == held_out)
                 self._next_face += 1
                 self._crops[face.sha256] = bytes(png)
                 for version, matrix in matrices.items():
@@ -126,12 +126,13 @@ class InMemoryGallery:
             self._jobs[job.id] = job
             return job.id
 
-    def update_job(self, job_id, state, detail=""):
+    def update_job(self, job_id, state, detail="", result=None):
         with self._lock:
             if job_id not in self._jobs:
                 raise GalleryError(f"no job {job_id}")
             old = self._jobs[job_id]
-            self._jobs[job_id] = Job(old.id, old.kind, state, old.params, detail, old.created, time.time())
+            self._jobs[job_id] = Job(old.id, old.kind, state, old.params, detail, old.created, time.time(),
+                                     old.result if result is None else dict(result))
 
     def jobs(self):
         with self._lock:

@@ -222,6 +222,7 @@ def wait_for(home, job_id: int, timeout: float = 3600, poll: float = 2.0):
 def export_people(gallery, out_dir) -> tuple[int, dict[str, int]]:
     """Write every enrolled person's aligned crops as ``out_dir/<name>/<face id>.png``, the
     identity-folder form ``data.extra_source`` reads; returns (gallery version, faces per person).
+    A held-out face (``Face.held_out``) is left out: the promotion gate judges the person on it.
 
     The version is read first: a change racing the export has a later sequence number, so it is
     counted as not yet learnt even if the export happened to include it. Crops are stored at the
@@ -235,7 +236,7 @@ def export_people(gallery, out_dir) -> tuple[int, dict[str, int]]:
         folder = Path(out_dir) / name
         folder.mkdir(parents=True, exist_ok=True)
         written[name] = 0
-        for face in person.faces:
+        for face in (f for f in person.faces if not f.held_out):
             try:
                 (folder / f"{face.id:08d}.png").write_bytes(gallery.crop(face.sha256))
                 written[name] += 1

@@ -2,15 +2,17 @@
 
     python -m enroll.retrain_job --home .facenet --job 7
 
-1. Export every enrolled person's aligned crops (removed people are gone from the gallery, so
-   they are left out of training) and train from the production weights ({w}_orig) on the
+1. Export every enrolled person's aligned crops but their held-out one (removed people are gone
+   from the gallery, so they are left out of training) and train from the production weights ({w}_orig) on the
    production run's base data plus those people, replaying the old identities in every P×K batch.
    It stops once validation accuracy is back at the production run's, or at its budget
    (``enroll.yaml``); MLflow records it with the compute counters (N_adpt).
-2. Promotion gate: on the held-out (test) identities of the base data, verification accuracy
-   may drop by at most ε (``promotion_max_drop``) against the production model, and the people
-   changed since the production model must identify as themselves from a flipped photo.
-3. If it passes: calibrate τ, embed the whole gallery with the new model and switch PRODUCTION
+2. Promotion gate (enroll/gate.py): production and candidate, each with τ at the home's FAR, on
+   old-identity verification accuracy, the changed people's identification within τ and rank-1
+   on photos the candidate never trained on, and strangers' rejection; a figure that falls by more
+   than its tolerance (enroll.yaml) rejects the candidate. The figures are stored with the job
+   (``Job.result["gate"]``) and logged to the run's MLflow run.
+3. If it passes: calibrate τ at the home's FAR (``far_target``, written by ``enroll init``), embed the whole gallery with the new model and switch PRODUCTION
    atomically (``models.register_run``: identify never mixes two versions), export a new
    TF-Serving version, and move the MLflow Model Registry alias ``champion`` to it.
 The job row moves ``submitted -> running -> succeeded | rejected | failed``; a failed or rejected
@@ -23,54 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import enroll  # noqa: F401  (tf-keras before TensorFlow)
-
-
-def flipped_self_rank1(model, gallery, people: list[str], image_size: int) -> float:
-    """Share of ``people`` whose horizontally flipped crops are nearest to their own mean embedding."""
-    from enroll.crops import decode_png
-    from enroll.models import embed_pixels
-
-    names, crops = [], []
-    for name, _ in gallery.list_people():
-        person = gallery.get(name)
-        for face in person.faces if person else []:
-            names.append(name)
-            crops.append(decode_png(gallery.crop(face.sha256), image_size))
-    if not people or not crops:
-        return 1.0
-    pixels = np.stack(crops)
-    embeddings = embed_pixels(model, pixels)
-    flipped = embed_pixels(model, pixels[:, :, ::-1])
-    labels = np.array(names)
-    people_order = sorted(set(names))
-    means = np.stack([embeddings[labels == n].mean(0) for n in people_order])
-    hits = []
-    for name in people:
-        rows = np.flatnonzero(labels == name)
-        nearest = np.argmin(np.linalg.norm(flipped[rows, None] - means[None], axis=-1), axis=1)
-        hits.append(all(people_order[i] == name for i in nearest))
-    return float(np.mean(hits))
-
-
-def promotion_gate(production_model, candidate, plan: dict, cfg, settings, gallery, changed: list[str]) -> dict:
-    from trainer import pipeline
-    from trainer.evaluate import evaluate_split
-
-    split = "test" if plan["shards"]["test"] else "val"
-    data = pipeline.ordered_images(plan["shards"][split], plan["image_size"], cfg.eval.eval_batch_size)
-    before = evaluate_split(production_model, data, cfg.eval)["accuracy"]
-    after = evaluate_split(candidate, data, cfg.eval)["accuracy"]
-    rank1 = flipped_self_rank1(candidate, gallery, changed, plan["image_size"])
-    reasons = []
-    if before - after > settings.promotion_max_drop:
-        reasons.append(f"old-identity accuracy dropped {before - after:.3f} > ε={settings.promotion_max_drop}")
-    if rank1 < settings.promotion_min_new_rank1:
-        reasons.append(f"changed people self-identify {rank1:.2f} < {settings.promotion_min_new_rank1}")
-    return {"passed": not reasons, "reasons": reasons, "old_split": split, "old_accuracy_before": before,
-            "old_accuracy_after": after, "changed_people": len(changed), "changed_people_rank1": rank1}
 
 
 def register_champion(plan: dict, production_version: int) -> str:
@@ -113,6 +68,7 @@ def run_retrain(home: Path, job_id: int) -> dict:
     from trainer.checkpoints import load_run
     from trainer.splits import Split
 
+    from enroll.gate import describe, log_to_mlflow, promotion_gate
     from enroll.models import production
     from enroll.retrain import export_people
     from enroll.settings import load_settings
@@ -140,16 +96,18 @@ def run_retrain(home: Path, job_id: int) -> dict:
         results = train.run_tracked(plan, cfg)
 
         candidate, _, _ = load_run(plan["run_dir"])
-        gate = promotion_gate(production_model, candidate, plan, cfg, settings, gallery, changed)
+        gate = promotion_gate(production_model, meta, candidate, plan, cfg, settings, gallery, changed)
+        log_to_mlflow(plan, gate)
         summary = {"run_dir": plan["run_dir"], "compute": results["compute"], "gate": gate}
         if not gate["passed"]:
-            gallery.update_job(job_id, "rejected", "; ".join(gate["reasons"]))
+            gallery.update_job(job_id, "rejected", "; ".join(gate["reasons"]), result={"gate": gate})
             return summary
+        gallery.update_job(job_id, "running", "gate passed; promoting", result={"gate": gate})
         summary.update(promote(home, plan, settings.far_target, gallery, gallery_version))
         new_version = summary["production_version"]
         gallery.update_job(job_id, "succeeded", f"model {new_version} promoted (was {version}); "
-                           f"old accuracy {gate['old_accuracy_before']:.3f} -> {gate['old_accuracy_after']:.3f}; "
-                           f"{results['compute']['steps']} steps")
+                           f"{describe(gate)[1]}; {results['compute']['steps']} steps",
+                           result={"gate": gate, "production_version": new_version})
         return summary
     except (KeyboardInterrupt, SystemExit):  # `ray job stop` / `enroll retrain --cancel` (SIGTERM)
         from enroll.retrain import stopped_state

@@ -1,10 +1,15 @@
 """The gallery database: its tables and how every connection to it is opened.
 
     people      one row per enrolled person (name unique, NFC)
-    faces       one row per accepted photo: its person, crop SHA-256, source file name
+    faces       one row per accepted photo: its person, crop SHA-256, source file name, and whether it
+                is held out (kept out of retraining exports; the promotion gate's probe of the person)
     embeddings  one vector (float32 bytes) per face and model version
     changes     the class-change log (add / append / remove), seq increasing, never reused
-    jobs        retraining and other background jobs with their state
+    jobs        retraining and other background jobs with their state and result (JSON: the gate's figures)
+
+A database of an older ``SCHEMA_VERSION`` is migrated when first opened (``create_schema``): the
+missing tables are created and the columns added since (``ADDED_COLUMNS``) are appended with their
+defaults, in the opener's write transaction, so concurrent first opens migrate once.
 
 Every connection runs in WAL mode (readers never block the writer), waits up to
 ``BUSY_TIMEOUT_S`` for the write lock, syncs fully on commit, and zeroes deleted content
@@ -17,11 +22,11 @@ import time
 from pathlib import Path
 
 BUSY_TIMEOUT_S = 60.0
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS people (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS faces (id INTEGER PRIMARY KEY, person_id INTEGER NOT NULL REFERENCES people(id),"
-    " sha256 TEXT NOT NULL, source TEXT NOT NULL, created REAL NOT NULL)",
+    " sha256 TEXT NOT NULL, source TEXT NOT NULL, created REAL NOT NULL, held_out INTEGER NOT NULL DEFAULT 0)",
     "CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id)",
     "CREATE INDEX IF NOT EXISTS faces_sha ON faces(sha256)",
     "CREATE TABLE IF NOT EXISTS embeddings (model_version INTEGER NOT NULL, face_id INTEGER NOT NULL"
@@ -30,8 +35,13 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
     " name TEXT NOT NULL, created REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, state TEXT NOT NULL,"
-    " params TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', created REAL NOT NULL, updated REAL NOT NULL)",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
+    " params TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', created REAL NOT NULL, updated REAL NOT NULL,"
+    " result TEXT NOT NULL DEFAULT '{}')",
+]
+# Columns added after version 1 (table, column, definition): ALTER TABLE gives an older database them.
+ADDED_COLUMNS = [
+    ("faces", "held_out", "INTEGER NOT NULL DEFAULT 0"),  # v2: existing faces are not held out
+    ("jobs", "result", "TEXT NOT NULL DEFAULT '{}'"),     # v2: existing jobs have no recorded figures
 ]
 
 
@@ -50,9 +60,14 @@ def needs_schema(db: sqlite3.Connection) -> bool:
 
 
 def create_schema(db: sqlite3.Connection) -> None:
-    """Create missing tables; call inside a write transaction (idempotent)."""
+    """Create missing tables and columns (migrating an older version); call inside a write
+    transaction (idempotent)."""
     for statement in SCHEMA:
         db.execute(statement)
+    for table, column, definition in ADDED_COLUMNS:
+        if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _retry_locked(fn, seconds: float = BUSY_TIMEOUT_S):

@@ -54,7 +54,11 @@ def align_photo(path, image_size: int, allow_several: bool = False) -> Photo:
 
 
 def add_person(gallery, home, name: str, paths, *, append: bool = False, allow_several: bool = False) -> dict:
-    """Enrol ``name`` from photo ``paths``; refused photos are reported, never stored."""
+    """Enrol ``name`` from photo ``paths``; refused photos are reported, never stored.
+
+    With two or more photos one is held out of retraining (``held_out`` names it in the report):
+    it identifies the person like any other, and the promotion gate judges retrained models on it.
+    """
     name = validate_name(name)
     check_presence(name, gallery.get(name), append)  # fail before the slow part; re-checked on commit
     for _ in range(3):
@@ -76,8 +80,9 @@ def add_person(gallery, home, name: str, paths, *, append: bool = False, allow_s
                                         guard=guard_for(home, version))
         except StaleModel:
             continue  # a new model was promoted meanwhile: embed again with it
+        held_out = next((f.source for f in person.faces if f.held_out), None)
         return {"name": name, "model_version": version, "photos": [p.summary() for p in photos],
-                "faces_added": len(accepted), "faces_total": len(person.faces),
+                "faces_added": len(accepted), "faces_total": len(person.faces), "held_out": held_out,
                 "lookalikes": [{"name": n, "distance": d} for n, d in lookalikes],
                 "threshold": meta["threshold"]}
     raise GalleryError("the production model kept changing during the enrolment; try again")

@@ -3,17 +3,41 @@
     retrain_after_changes: 5      # submit a warm-start retraining after this many class changes (0 = only on demand)
     retrain_epochs: 3             # budget of one warm-start retraining (epochs of retrain_steps_per_epoch steps)
     retrain_steps_per_epoch: 20
-    promotion_max_drop: 0.01      # ε: the largest verification-accuracy drop on held-out old identities allowed
-    promotion_min_new_rank1: 0.9  # share of changed people whose flipped photo must identify as themselves
-    far_target: 0.001             # FAR at which τ is calibrated
+    far_target: 0.001             # FAR at which τ is calibrated, by `enroll init` and at every promotion
     ray_address: ""               # Ray dashboard URL for job submission; "" = $RAY_ADDRESS, else a local head
+
+The promotion gate (enroll/gate.py) compares the production model and the retrained candidate on
+four figures; the candidate is rejected when it is worse than production on any of them by more
+than that figure's tolerance:
+
+    promotion_max_drop: 0.01             # ε: verification accuracy on the base data's held-out identities
+    promotion_max_identified_drop: 0.05  # changed people named correctly within τ, on photos not trained on
+    promotion_max_rank1_drop: 0.05       # changed people whose nearest enrolled person is right (any distance)
+    promotion_max_stranger_drop: 0.02    # photos of people never enrolled that come out unknown at τ
+    promotion_min_new_rank1: 0.0         # and a floor on the candidate's rank-1 of changed people (0 = none)
+
+A tolerance may be negative (then the candidate must improve by at least that much).
+
+``far_target`` is the home's one FAR: ``enroll init --far-target F`` writes it here (other lines
+and comments stay as they are), ``enroll init`` without it calibrates at this file's value (else the
+default below), and every promoted retraining recalibrates τ at it, so τ keeps meaning the same
+false-accept rate from one model version to the next. Each version's ``meta.json`` records the FAR
+its τ was calibrated at; ``enroll status`` says when this file and the production model disagree.
 """
 from __future__ import annotations
 
+import math
+import os
+import re
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from enroll.gallery import GalleryError
+
+DEFAULT_FAR_TARGET = 1e-3
+_FINITE = ("promotion_max_drop", "promotion_max_identified_drop", "promotion_max_rank1_drop",
+               "promotion_max_stranger_drop", "promotion_min_new_rank1")
 
 
 @dataclass
@@ -22,8 +46,11 @@ class Settings:
     retrain_epochs: int = 3
     retrain_steps_per_epoch: int = 20
     promotion_max_drop: float = 0.01
-    promotion_min_new_rank1: float = 0.9
-    far_target: float = 1e-3
+    promotion_max_identified_drop: float = 0.05
+    promotion_max_rank1_drop: float = 0.05
+    promotion_max_stranger_drop: float = 0.02
+    promotion_min_new_rank1: float = 0.0
+    far_target: float = DEFAULT_FAR_TARGET
     ray_address: str = ""
 
     def as_dict(self) -> dict:
@@ -40,4 +67,72 @@ def load_settings(home: str | Path) -> Settings:
             apply_fields(settings, read_mapping(path, "settings file"), lambda key: f"setting '{key}' in {path}")
         except ConfigError as exc:
             raise GalleryError(str(exc)) from None
+        for key in _FINITE:
+            if not math.isfinite(getattr(settings, key)):
+                raise GalleryError(f"setting '{key}' in {path} must be a finite number, got {getattr(settings, key)}")
+        check_far_target(settings.far_target, f"setting 'far_target' in {path}")
     return settings
+
+
+def check_far_target(value: float, what: str = "far_target") -> float:
+    if not (isinstance(value, (int, float)) and 0 < value < 1):  # (NaN fails both comparisons)
+        raise GalleryError(f"{what} must be between 0 and 1, got {value}")
+    return float(value)
+
+
+def record_far_target(home: str | Path, far_target: float) -> None:
+    """Make ``far_target`` the home's FAR in enroll.yaml, keeping every other line and comment.
+
+    The ``far_target:`` line is replaced (or appended); should that not give back the same mapping
+    with the new FAR (e.g. a flow-style document), the mapping is written out again instead.
+    """
+    import yaml
+
+    path = Path(home) / "enroll.yaml"
+    raw = path.read_bytes() if path.exists() else b""
+    current = yaml.safe_load(raw) if raw.strip() else {}
+    wanted = {**(current if isinstance(current, dict) else {}), "far_target": float(far_target)}
+    line = yaml.safe_dump({"far_target": float(far_target)}).strip() + "  # written by `enroll init`\n"
+    try:
+        kept = [l for l in raw.decode("utf-8").splitlines(keepends=True) if not re.match(r"far_target\s*:", l)]
+        edited = "".join(kept) + ("" if not kept or kept[-1].endswith("\n") else "\n") + line
+        ok = yaml.safe_load(edited) == wanted
+    except (UnicodeDecodeError, yaml.YAMLError):
+        ok = False
+    _write_atomically(path, edited if ok else yaml.safe_dump(wanted, allow_unicode=True, sort_keys=False))
+
+
+def init_production(run_dir, home: str | Path, far_target: float | None = None) -> int:
+    """``enroll init``: register ``run_dir`` as the production model with τ at the home's FAR.
+
+    ``far_target`` given: it becomes the home's FAR (enroll.yaml), the one every later promotion
+    recalibrates at. Not given: enroll.yaml's (else ``DEFAULT_FAR_TARGET``), recorded there too.
+    A refused registration leaves enroll.yaml (and a home it created) as they were.
+    """
+    from enroll.models import production_version, register_run
+
+    home = Path(home)
+    policy = load_settings(home)  # a broken enroll.yaml is refused before anything changes
+    far_target = check_far_target(policy.far_target if far_target is None else far_target, "--far-target")
+    path, existed = home / "enroll.yaml", home.exists()
+    before = path.read_bytes() if path.exists() else None
+    version = production_version(home) if existed else None
+    home.mkdir(parents=True, exist_ok=True)
+    record_far_target(home, far_target)
+    try:
+        return register_run(run_dir, home, far_target)
+    except Exception:
+        if production_version(home) == version:  # nothing was switched: the policy goes back too
+            if before is None:
+                path.unlink(missing_ok=True)
+                if not existed and not any(home.iterdir()):
+                    home.rmdir()
+            else:
+                _write_atomically(path, before)
+        raise
+
+
+def _write_atomically(path: Path, content: str | bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    os.replace(tmp, path)

@@ -23,7 +23,7 @@ import numpy as np
 
 from enroll.crops import CropFiles
 from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, Job, Person, check_new_faces,
-                            check_presence, crop_sha, validate_name)
+                            check_presence, crop_sha, held_out_row, validate_name)
 from enroll.memory import InMemoryGallery
 from enroll.schema import connect, create_schema, needs_schema
 
@@ -32,6 +32,10 @@ __all__ = ["SqliteGallery", "InMemoryGallery", "GalleryError", "open_gallery"]
 
 def open_gallery(home: str | Path) -> "SqliteGallery":
     return SqliteGallery(home)
+
+
+def _face(row) -> Face:
+    return Face(row[0], row[1], row[2], row[3], bool(row[4]))
 
 
 class SqliteGallery:
@@ -98,9 +102,10 @@ class SqliteGallery:
             person_id = db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
             person_id = person_id[0] if person_id else \
                 db.execute("INSERT INTO people (name, created) VALUES (?, ?)", (name, now)).lastrowid
+            held_out = held_out_row(existing, len(faces))
             for row, ((_, source), sha) in enumerate(zip(faces, shas)):
-                face_id = db.execute("INSERT INTO faces (person_id, sha256, source, created) VALUES (?, ?, ?, ?)",
-                                     (person_id, sha, source, now)).lastrowid
+                face_id = db.execute("INSERT INTO faces (person_id, sha256, source, created, held_out) "
+                                     "VALUES (?, ?, ?, ?, ?)", (person_id, sha, source, now, int(row == held_out))).lastrowid
                 db.executemany("INSERT INTO embeddings VALUES (?, ?, ?)",
                                [(v, face_id, m[row].tobytes()) for v, m in matrices.items()])
             self._insert_change(db, "append" if existing else "add", name)
@@ -135,8 +140,8 @@ class SqliteGallery:
         row = db.execute("SELECT id, created FROM people WHERE name = ?", (name,)).fetchone()
         if row is None:
             return None
-        faces = tuple(Face(*r) for r in db.execute(
-            "SELECT id, sha256, source, created FROM faces WHERE person_id = ? ORDER BY id", (row[0],)))
+        faces = tuple(_face(r) for r in db.execute(
+            "SELECT id, sha256, source, created, held_out FROM faces WHERE person_id = ? ORDER BY id", (row[0],)))
         return Person(name, row[1], faces)
 
     def list_people(self) -> list[tuple[str, int]]:
@@ -168,8 +173,8 @@ class SqliteGallery:
 
     def faces_without(self, model_version) -> list[Face]:
         with self._read() as db:
-            return [Face(*r) for r in db.execute(
-                "SELECT id, sha256, source, created FROM faces f WHERE NOT EXISTS (SELECT 1 FROM embeddings e "
+            return [_face(r) for r in db.execute(
+                "SELECT id, sha256, source, created, held_out FROM faces f WHERE NOT EXISTS (SELECT 1 FROM embeddings e "
                 "WHERE e.model_version = ? AND e.face_id = f.id) ORDER BY id", (int(model_version),))]
 
     def crop(self, sha256) -> bytes:
@@ -214,16 +219,18 @@ class SqliteGallery:
             return db.execute("INSERT INTO jobs (kind, state, params, created, updated) VALUES (?, ?, ?, ?, ?)",
                               (kind, state, json.dumps(params or {}), now, now)).lastrowid
 
-    def update_job(self, job_id, state, detail="") -> None:
+    def update_job(self, job_id, state, detail="", result=None) -> None:
+        """Set a job's state and detail, and its result when given (else the recorded one stays)."""
+        encoded = None if result is None else json.dumps(result, default=float)
         with self._write() as db:
-            if not db.execute("UPDATE jobs SET state = ?, detail = ?, updated = ? WHERE id = ?",
-                              (state, detail, time.time(), int(job_id))).rowcount:
+            if not db.execute("UPDATE jobs SET state = ?, detail = ?, updated = ?, result = COALESCE(?, result) "
+                              "WHERE id = ?", (state, detail, time.time(), encoded, int(job_id))).rowcount:
                 raise GalleryError(f"no job {job_id}")
 
     def jobs(self) -> list[Job]:
         with self._read() as db:
-            return [Job(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6]) for r in db.execute(
-                "SELECT id, kind, state, params, detail, created, updated FROM jobs ORDER BY id")]
+            return [Job(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], json.loads(r[7])) for r in db.execute(
+                "SELECT id, kind, state, params, detail, created, updated, result FROM jobs ORDER BY id")]
 
     # ------------------------------------------------------------------------- consistency
     def check_consistency(self, model_version=None, verify_crops: bool = True) -> list[str]:

@@ -81,6 +81,34 @@ def test_init_writes_the_layout_and_calibrates(home, trained_run):
     # The tiny run's validation split has far fewer than 1,000 different-person pairs.
     assert meta["threshold_method"] == "best_accuracy" and meta["calibration"]["different_pairs"] < 1000
     assert (home / "models/1/model/saved_model.pb").exists() and (home / "gallery.db").exists()
+    # The FAR is the home's policy: `init` without --far-target records the one default there.
+    assert meta["far_target"] == 1e-3 and "far_target: 0.001" in (home / "enroll.yaml").read_text()
+
+
+def test_init_records_the_far_target_in_the_homes_policy(trained_run, tmp_path, capsys):
+    """`init --far-target` writes the FAR into enroll.yaml (the rest of the file as it was), a later
+    `init` without it calibrates at that FAR, and a refused `init` leaves the policy untouched."""
+    import yaml
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "enroll.yaml").write_text("# my policy\nretrain_after_changes: 0  # on demand\nfar_target: 0.5\n")
+    code, r, _ = run_json(capsys, "init", "--run", str(trained_run), "--far-target", "0.02", home=home)
+    assert code == 0 and r["far_target"] == 0.02
+    text = (home / "enroll.yaml").read_text()
+    assert text.startswith("# my policy\nretrain_after_changes: 0  # on demand\n"), text
+    assert yaml.safe_load(text) == {"retrain_after_changes": 0, "far_target": 0.02}
+    not_a_run = tmp_path / "not-a-run"
+    not_a_run.mkdir()
+    for where in (home, tmp_path / "new-home"):
+        code, _, err = enroll(capsys, "init", "--run", str(not_a_run), "--far-target", "0.3", home=where)
+        assert code == 1 and len(err) == 1 and err[0].startswith("error: cannot load run"), err
+    assert (home / "enroll.yaml").read_text() == text and not (tmp_path / "new-home").exists()
+    code, r, _ = run_json(capsys, "init", "--run", str(trained_run), home=home)
+    assert code == 0 and r["version"] == 2 and r["far_target"] == 0.02
+    assert json.loads((home / "models/2/meta.json").read_text())["far_target"] == 0.02
+    code, s, _ = run_json(capsys, "status", home=home)
+    assert s["far_target"] == s["policy_far_target"] == 0.02
 
 
 def test_one_shot_identify_and_verify(home, lfw, capsys):

@@ -136,8 +136,12 @@ def test_new_model_version_backfill_and_switch(gallery):
 def test_jobs_table(gallery):
     job = gallery.add_job("retrain", {"reason": "test"})
     gallery.update_job(job, "running", "epoch 1/3")
-    assert [(j.id, j.kind, j.state, j.params, j.detail) for j in gallery.jobs()] == \
-        [(job, "retrain", "running", {"reason": "test"}, "epoch 1/3")]
+    assert [(j.id, j.kind, j.state, j.params, j.detail, j.result) for j in gallery.jobs()] == \
+        [(job, "retrain", "running", {"reason": "test"}, "epoch 1/3", {})]
+    gallery.update_job(job, "running", "gate passed", result={"gate": {"passed": True, "figures": {"x": 0.5}}})
+    gallery.update_job(job, "succeeded", "promoted")  # no result given: the recorded one stays
+    (final,) = gallery.jobs()
+    assert final.state == "succeeded" and final.result == {"gate": {"passed": True, "figures": {"x": 0.5}}}
     with pytest.raises(GalleryError):
         gallery.update_job(job + 100, "failed")
 
@@ -199,7 +203,65 @@ def test_export_people_for_retraining(gallery, tmp_path):
     gallery.add_person("Bob", faces("b", 1), {1: vectors(1)})
     gallery.remove_person("Bob")
     version, written = export_people(gallery, tmp_path / "export")
-    assert version == 3 and written == {"Zoë": 2}
+    assert version == 3 and written == {"Zoë": 1}  # her second photo is held out of retraining
     files = sorted((tmp_path / "export").rglob("*.png"))
-    assert [p.parent.name for p in files] == ["Zoë", "Zoë"]
-    assert {p.read_bytes() for p in files} == {png for png, _ in faces("z")}
+    assert [p.parent.name for p in files] == ["Zoë"]
+    assert {p.read_bytes() for p in files} == {faces("z")[0][0]}
+
+
+def test_one_photo_is_held_out_once_a_person_has_two(gallery):
+    """Enrolment with two or more photos holds the last new one out of retraining (once per person);
+    it stays in the gallery, with its embeddings, for identification."""
+    assert [f.held_out for f in gallery.add_person("Ada", faces("a", 1), {1: vectors(1)}).faces] == [False]
+    ada = gallery.add_person("Ada", faces("b", 1), {1: vectors(1)}, append=True)
+    assert [f.held_out for f in ada.faces] == [False, True]  # the new photo, never one trained on before
+    ada = gallery.add_person("Ada", faces("c", 2), {1: vectors(2)}, append=True)
+    assert [f.held_out for f in ada.faces] == [False, True, False, False]
+    bob = gallery.add_person("Bob", faces("d", 3), {1: vectors(3)})
+    assert [f.held_out for f in bob.faces] == [False, False, True]
+    assert gallery.get("Bob") == bob and len(gallery.embeddings(1)[0]) == 7
+    assert [f.held_out for f in gallery.faces_without(2)].count(True) == 2
+    assert gallery.check_consistency(model_version=1) == []
+
+
+def test_a_version_1_gallery_is_migrated(tmp_path):
+    """A gallery.db of schema version 1 (no held_out, no job result) opens as version 2: existing
+    faces are not held out, existing jobs have no result, and both can be written."""
+    import sqlite3
+
+    from enroll.crops import CropFiles
+    from enroll.gallery import crop_sha
+
+    home = tmp_path / "home"
+    (home / "crops").mkdir(parents=True)
+    db = sqlite3.connect(home / "gallery.db")
+    png = faces("old", 1)[0][0]
+    db.executescript(f"""
+        CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL);
+        CREATE TABLE faces (id INTEGER PRIMARY KEY, person_id INTEGER NOT NULL REFERENCES people(id),
+            sha256 TEXT NOT NULL, source TEXT NOT NULL, created REAL NOT NULL);
+        CREATE TABLE embeddings (model_version INTEGER NOT NULL, face_id INTEGER NOT NULL REFERENCES faces(id),
+            vector BLOB NOT NULL, PRIMARY KEY (model_version, face_id)) WITHOUT ROWID;
+        CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, name TEXT NOT NULL,
+            created REAL NOT NULL);
+        CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, state TEXT NOT NULL,
+            params TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', created REAL NOT NULL, updated REAL NOT NULL);
+        INSERT INTO people VALUES (1, 'Old Timer', 0);
+        INSERT INTO faces VALUES (1, 1, '{crop_sha(png)}', 'old.jpg', 0);
+        INSERT INTO changes (kind, name, created) VALUES ('add', 'Old Timer', 0);
+        INSERT INTO jobs (kind, state, params, detail, created, updated) VALUES ('retrain', 'rejected', '{{}}', 'why', 0, 0);
+        PRAGMA user_version = 1;""")
+    db.execute("INSERT INTO embeddings VALUES (1, 1, ?)", (vectors(1)[0].tobytes(),))
+    db.commit()
+    db.close()
+    CropFiles(home / "crops").write(png)
+    with SqliteGallery(home) as g:
+        assert g._db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert [f.held_out for f in g.get("Old Timer").faces] == [False]
+        assert [(j.state, j.detail, j.result) for j in g.jobs()] == [("rejected", "why", {})]
+        g.update_job(1, "rejected", "why", result={"gate": {"passed": False}})
+        timer = g.add_person("Old Timer", faces("new", 1), {1: vectors(1)}, append=True)
+        assert [f.held_out for f in timer.faces] == [False, True]
+        assert g.check_consistency(model_version=1) == []
+    with SqliteGallery(home) as g:  # and it opens again as it is
+        assert g.jobs()[0].result == {"gate": {"passed": False}} and len(g.get("Old Timer").faces) == 2
