@@ -1,6 +1,6 @@
 """The whole lifecycle on the embedded defaults, stage by stage, ending in a summary table.
 
-    python experiments/lifecycle.py --config experiments/celeba_nn4.yaml --people ../shared/data/lfw_mini
+    python experiments/lifecycle.py --people ../shared/data/lfw_mini    # --config: see default_config()
 
 prepare (detect + align) -> train on Ray -> evaluate -> export for TF-Serving -> enrol people
 one-shot (one photo each, from ``--people``, an identity folder of people *not* in the training
@@ -108,9 +108,28 @@ def save_job_log(log: console.Capture, address: str, submission: str) -> None:
                  f"---- end of the log of Ray job {submission} ----")
 
 
+DISTILLED, FROM_SCRATCH = "experiments/distill_dlib.yaml", "experiments/celeba_nn4.yaml"
+
+
+def default_config() -> str:
+    """The best base recipe a user can run here: distillation from the dlib teacher when its extra
+    is installed, else the from-scratch triplet recipe; says which."""
+    from trainer.teacher import TeacherMissing, check_teacher
+
+    try:
+        check_teacher("dlib_resnet_v1")
+    except TeacherMissing:
+        print(f"base recipe: from scratch ({FROM_SCRATCH}); pip install -e '.[teacher]' for the distilled one",
+              flush=True)
+        return FROM_SCRATCH
+    print(f"base recipe: distilled from the dlib ResNet teacher ({DISTILLED})", flush=True)
+    return DISTILLED
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="experiments/celeba_nn4.yaml")
+    parser.add_argument("--config", help="training config (default: experiments/distill_dlib.yaml when the "
+                                          "[teacher] extra is installed, else experiments/celeba_nn4.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--people", type=Path, default=Path("../shared/data/lfw_mini"),
                         help="identity folder of people to enrol (one photo each) and of strangers")
@@ -131,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.prepare import DatasetError
 
     try:
+        args.config = args.config or default_config()
         cfg = config_lib.load(args.config, args.set)
         people_root = Path(config_lib.resolve_path(str(args.people)))
         if not people_root.is_dir():
@@ -140,11 +160,11 @@ def main(argv: list[str] | None = None) -> int:
             raise DatasetError(f"--people needs more than {args.strangers} people (the strangers) to enrol anyone")
         if any("=" not in item for item in args.enroll):
             raise config_lib.ConfigError(f"--enroll takes KEY=VALUE, got {args.enroll}")
-        policy = {"far_target": args.far_target, **({"ray_address": args.ray_address} if args.ray_address else {}),
+        policy = {**({"ray_address": args.ray_address} if args.ray_address else {}),
                   **dict(item.split("=", 1) for item in args.enroll)}
         home = (args.home or Path(".facenet") / f"lifecycle-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
         home.mkdir(parents=True, exist_ok=True)
-        # enroll.yaml is the retraining's policy file: τ at FAR 1% for every model version by default.
+        # enroll.yaml is the home's policy; stage 4 (enroll init) records --far-target in it.
         (home / "enroll.yaml").write_text(yaml.safe_dump({k: yaml.safe_load(str(v)) for k, v in policy.items()}))
         settings = load_settings(home)  # unknown or ill-typed settings are refused now, not after training
     except (config_lib.ConfigError, DatasetError, GalleryError, OSError) as exc:
@@ -168,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: console.Capture) -> int:
     """Stages 1-10 and the summary; ``ray_address`` is the cluster the user gave for jobs, if any."""
     from enroll.gallery import GalleryError
-    from enroll.models import register_run
+    from enroll.settings import init_production
     from enroll.retrain import submit_retrain, wait_for
     from enroll.service import add_person
     from enroll.store import SqliteGallery
@@ -185,7 +205,7 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
     results = train.run_tracked(plan, cfg)
 
     stage("4. production model and TF-Serving export")
-    register_run(plan["run_dir"], home, far_target=args.far_target)
+    init_production(plan["run_dir"], home, args.far_target)
     export_main(["--home", str(home)])
 
     stage(f"5. enrol {len(people) - args.strangers} people one-shot")
@@ -216,6 +236,10 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
     if not ray_address:
         print("stopped the local Ray head", flush=True)
     print(f"job {finished.id}: {finished.state} ({finished.detail}); its log is in the full log")
+    if finished.result.get("gate"):
+        from enroll.gate import describe
+
+        print("promotion gate, production -> candidate:\n  " + "\n  ".join(describe(finished.result["gate"])))
 
     stage("9. identify again")
     after = identify_all(home, probes)
@@ -229,7 +253,8 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
         prim_results = full_retraining(cfg, json.loads((retrained[0].parent / "plan.json").read_text()), plan)
     full, prim, adapt = results["compute"], prim_results.get("compute", {}), retrain_results.get("compute", {})
     summary = {"run": plan["run_dir"], "home": str(home), "test": results.get("test", {}), "before": before,
-               "after": after, "retrain_job": {"state": finished.state, "detail": finished.detail},
+               "after": after, "retrain_job": {"state": finished.state, "detail": finished.detail,
+                                               "gate": finished.result.get("gate")},
                "N": full, "N_adpt": adapt, "N_prim": prim,
                "test_accuracy": {"N": results.get("test", {}).get("accuracy"),
                                  "N_adpt": retrain_results.get("test", {}).get("accuracy"),
