@@ -91,6 +91,8 @@ def run_retrain(home: Path, job_id: int) -> dict:
         cfg.train.epochs, cfg.train.steps_per_epoch = settings.retrain_epochs, settings.retrain_steps_per_epoch
         cfg.train.stop_when = f"val_accuracy>={target - settings.promotion_max_drop:.4f}" if target else ""
         cfg.train.out_dir, cfg.train.run_name = str(home / "runs"), f"retrain-job{job_id}-from-v{version}"
+        cfg.eval.benchmarks = []  # the base run's figures; a retraining is judged by the gate
+        keep_or_drop_teacher(cfg)
         plan = train.plan_run(cfg, None, split=Split(**source["split"]))
         plan.update(init_from=meta["source_checkpoint"], gallery_version=gallery_version, retrain_job=job_id)
         results = train.run_tracked(plan, cfg)
@@ -120,6 +122,22 @@ def run_retrain(home: Path, job_id: int) -> dict:
     finally:
         forget_removed_meanwhile(home, gallery, home / "retrain" / f"job-{job_id}" / "people")
         gallery.close()
+
+
+def keep_or_drop_teacher(cfg) -> None:
+    """A distilled production model keeps its distillation term while the teacher is installed;
+    without the [teacher] extra the warm start trains on the metric loss alone, and says so."""
+    if not cfg.train.teacher:
+        return
+    from trainer.teacher import TeacherMissing, check_teacher
+
+    try:
+        check_teacher(cfg.train.teacher)
+    except TeacherMissing as exc:
+        print(f"warning: {exc}; this warm start trains without distillation", flush=True)
+        cfg.train.teacher, cfg.train.distill_weight, cfg.train.distill_relational_weight = "", 0.0, 0.0
+        cfg.train.metric_weight = cfg.train.metric_weight or 1.0
+        cfg.data.sources = [s for s in cfg.data.sources if s.labeled]
 
 
 def forget_removed_meanwhile(home: Path, gallery, exported: Path) -> None:
