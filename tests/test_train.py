@@ -47,8 +47,8 @@ def test_training_learns_and_writes_a_complete_run(synthetic_root, tmp_path, loc
 
 def test_resume_continues_from_the_last_checkpoint(synthetic_root, tmp_path, local_ray):
     plan, first = run(smoke_config(synthetic_root, tmp_path, epochs=2, run_name="resumable"))
-    resumed_plan, cfg = train._resume_plan(plan["run_dir"], ["train.epochs=3"])
-    assert resumed_plan["resume_from"].endswith("epoch-0001")
+    resumed_plan, cfg = train.resume_plan(plan["run_dir"], ["train.epochs=3"])
+    assert checkpoints.latest_checkpoint(resumed_plan["run_dir"]).name == "epoch-0001"  # where it goes on
     results = train.launch(resumed_plan, cfg)
     assert results["last_epoch"]["epoch"] == 2
     assert results["compute"]["steps"] == first["compute"]["steps"] + 12  # one more epoch, not three

@@ -186,6 +186,30 @@ def log_to_run(plan: dict, name: str, metrics: dict, out_dir) -> bool:
     return True
 
 
+def run_benchmarks(plan: dict, cfg) -> dict:
+    """The run's kept model on every ``eval.benchmarks`` entry (LFW's protocol), on the driver once
+    training ended (its alignment needs Ray's CPUs, which the training workers held): reports in
+    eval-<name>/, figures in results.json and the run's MLflow run (``bench_<name>_<metric>``)."""
+    if not cfg.eval.benchmarks:
+        return {}
+    from trainer import checkpoints
+
+    model = checkpoints.load_run(plan["run_dir"])[0]
+    found = {}
+    for bench in cfg.eval.benchmarks:
+        name = benchmark_name(bench.pairs, bench.name or None)
+        found[name] = evaluate_benchmark(model, bench.pairs, bench.images, cfg.data.cache_dir, plan["image_size"],
+                                         cfg.eval.far_target, Path(plan["run_dir"]) / f"eval-{name}",
+                                         cfg.eval.eval_batch_size, bench.numbering, cfg.ray.address)
+        print(f"benchmark {name}: accuracy {found[name]['accuracy']:.4f} ± {found[name]['accuracy_std']:.4f}, "
+              f"AUC {found[name]['auc']:.4f} ({int(found[name]['pairs'])} pairs)", flush=True)
+        log_to_run(plan, name, found[name], Path(plan["run_dir"]) / f"eval-{name}")
+    results_file = Path(plan["run_dir"]) / "results.json"
+    results_file.write_text(json.dumps({**json.loads(results_file.read_text()), "benchmarks": found}, indent=1))
+    return found
+
+
+
 def format_table(name: str, metrics: dict) -> str:
     """A short report: accuracy ± std, VAL@FAR, AUC, EER and the counts."""
     m = metrics

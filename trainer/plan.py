@@ -1,0 +1,174 @@
+"""Planning a training run: prepare every data source, split identities, write the run directory.
+
+``plan_run`` returns the JSON-able plan (``runs/<run>/plan.json``) that ``trainer.worker`` trains
+from; ``resume_plan`` reopens one with overrides; ``open_tracking`` creates its MLflow run.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer import config as config_lib
+from trainer.config import Config, ConfigError, resolve_path
+from trainer.prepare import DatasetError
+
+ALIGN_MODES = {"detect": True, "prealigned": "prealigned", "resized": False}  # SourceConfig.align -> prepare
+
+
+@dataclass
+class _TrainingSet:
+    """The training shards gathered from every source, with what the pipeline needs about each."""
+
+    shards: list[str] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)  # how often each identity is drawn
+    unlabeled: list[int] = field(default_factory=list)  # indices of shards without trusted labels
+    images: int = 0
+
+    def add(self, shards: list[str], images: int, weight: float = 1.0, labeled: bool = True) -> None:
+        if not labeled:
+            self.unlabeled += range(len(self.shards), len(self.shards) + len(shards))
+        self.shards += shards
+        self.weights += [weight] * len(shards)
+        self.images += images
+
+
+def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=None) -> dict:
+    """Prepare data, split identities and create the run directory; return the JSON-able plan.
+
+    ``split`` (a ``splits.Split``) fixes which identities train, validate and test, for
+    experiments that compare runs on changing data; by default the seeded split of the config.
+    """
+    from trainer.models import NATIVE_INPUT_SIZE
+    from trainer.prepare import prepare
+    from trainer.splits import shard_paths, split_identities
+
+    size = _check_inputs(cfg) or NATIVE_INPUT_SIZE[cfg.model.name]
+    manifest = prepare(cfg.data.source, cfg.data.cache_dir, size, cfg.data.align, cfg.data.max_identities,
+                       cfg.data.prepare_workers, cfg.ray.address, progress, teacher=cfg.train.teacher)
+    aligned = {name: entry["aligned"] for name, entry in manifest["identities"].items()}
+    if split is None:
+        split = split_identities(aligned, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed,
+                                 cfg.data.min_images_per_identity)
+    training = _TrainingSet()
+    training.add(shard_paths(manifest, split.train), sum(aligned[n] for n in split.train))
+    held = {"val": shard_paths(manifest, split.val), "test": shard_paths(manifest, split.test)}
+    counts = {"": manifest["counts"]}
+    for source in cfg.data.sources:
+        counts[config_lib.source_name(source)] = _add_source(cfg, source, size, split, training, held, progress)
+    if cfg.data.extra_source:
+        extra = prepare(cfg.data.extra_source, cfg.data.cache_dir, size, False, 0, cfg.data.prepare_workers,
+                        cfg.ray.address, progress, teacher=cfg.train.teacher)
+        names = sorted(n for n, e in extra["identities"].items() if e["aligned"] >= 1)
+        training.add(shard_paths(extra, names), sum(extra["identities"][n]["aligned"] for n in names))
+    if len(training.shards) < cfg.train.identities_per_batch:
+        raise DatasetError(f"the training split has {len(training.shards)} usable identities, fewer than "
+                           f"train.identities_per_batch={cfg.train.identities_per_batch}")
+    run_dir, name = _new_run_dir(cfg, config_path)
+    plan = {
+        "config": cfg.to_dict(), "run_dir": str(run_dir), "run_name": name, "image_size": size,
+        "manifest": manifest["path"], "data_fingerprint": manifest["fingerprint"],
+        "data_counts": manifest["counts"], "source_counts": counts, "split": split.to_dict(),
+        "shards": {"train": training.shards, **held}, "train_weights": training.weights,
+        "train_unlabeled": training.unlabeled, "train_images": training.images,
+    }
+    # Sets evaluated after every epoch (metrics "<name>_accuracy", ...); callers may add more.
+    plan["eval_sets"] = {"val": plan["shards"]["val"]} if split.val else {}
+    cfg.save(run_dir / "config.yaml")
+    (run_dir / "plan.json").write_text(json.dumps(plan, indent=1))
+    return plan
+
+
+def _check_inputs(cfg: Config) -> int:
+    """Resolve every path and refuse what cannot work, before the first (long) alignment starts;
+    returns ``model.input_size`` (0 = the model's own)."""
+    if not cfg.data.source:
+        raise ConfigError("no dataset given: set data.source to an identity-folder root or tfds:<name>")
+    cfg.data.source, cfg.data.cache_dir = resolve_path(cfg.data.source), resolve_path(cfg.data.cache_dir)
+    cfg.train.out_dir = resolve_path(cfg.train.out_dir)
+    if cfg.data.extra_source:
+        cfg.data.extra_source = resolve_path(cfg.data.extra_source)
+    for source in cfg.data.sources:
+        source.path = resolve_path(source.path)
+        if not source.path.startswith("tfds:") and not Path(source.path).is_dir():
+            raise DatasetError(f"data.sources entry {source.path} not found or not a directory "
+                               f"(expected a folder of <identity>/<photo>.jpg)")
+    for bench in cfg.eval.benchmarks:  # evaluated when the run ends (trainer.evaluation.benchmark)
+        bench.pairs, bench.images = resolve_path(bench.pairs), resolve_path(bench.images)
+        if not Path(bench.pairs).is_file() or not Path(bench.images).is_dir():
+            raise DatasetError(f"eval.benchmarks: {bench.pairs} (pairs file) or {bench.images} (photo folder) not found")
+    if cfg.train.teacher:
+        from trainer.teacher import check_teacher
+
+        check_teacher(cfg.train.teacher)  # a missing [teacher] extra is one line, before any alignment
+    return cfg.model.input_size
+
+
+def _add_source(cfg: Config, source, size: int, split, training: _TrainingSet, held: dict, progress: bool) -> dict:
+    """Prepare one ``data.sources`` entry and add its identities, namespaced ``<name>/<identity>``,
+    to the training set (and, with ``split: true``, to validation and test); returns its counts."""
+    from trainer.prepare import prepare
+    from trainer.splits import Split, shard_paths, split_identities
+
+    name = config_lib.source_name(source)
+    extra = prepare(source.path, cfg.data.cache_dir, size, ALIGN_MODES[source.align], 0, cfg.data.prepare_workers,
+                    cfg.ray.address, progress, teacher=cfg.train.teacher, max_per_identity=source.max_per_identity)
+    least = cfg.data.min_images_per_identity if source.labeled else 1  # unlabeled photos need no pair
+    usable = {n: e["aligned"] for n, e in extra["identities"].items() if e["aligned"] >= least}
+    own = split_identities(usable, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed, 2) \
+        if source.split and source.labeled else Split(train=sorted(usable))
+    for part in ("train", "val", "test"):
+        getattr(split, part).extend(f"{name}/{n}" for n in getattr(own, part))
+    training.add(shard_paths(extra, own.train), sum(usable[n] for n in own.train), source.weight, source.labeled)
+    held["val"] += shard_paths(extra, own.val)
+    held["test"] += shard_paths(extra, own.test)
+    return extra["counts"]
+
+
+def _new_run_dir(cfg: Config, config_path: str | None) -> tuple[Path, str]:
+    name = cfg.train.run_name or f"{Path(config_path).stem if config_path else 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = (Path(cfg.train.out_dir) / name).resolve()
+    if (run_dir / "plan.json").exists():
+        raise ConfigError(f"run directory {run_dir} already exists: choose another train.run_name, "
+                          f"or continue it with --resume {run_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, name
+
+
+def resume_plan(run_dir: str, overrides: list[str]) -> tuple[dict, Config]:
+    """The plan of an existing run with ``section.key=value`` overrides applied (``--resume``)."""
+    plan_file = Path(run_dir) / "plan.json"
+    if not plan_file.exists():
+        raise FileNotFoundError(f"not a run directory (no plan.json): {run_dir}")
+    try:
+        plan = json.loads(plan_file.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"not a run directory ({plan_file} is not JSON: {exc})") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("config"), dict):
+        raise ConfigError(f"not a run directory ({plan_file} holds no config)")
+    cfg = config_lib.from_dict(config_lib.apply_overrides(plan["config"], overrides))
+    plan["config"] = cfg.to_dict()
+    (Path(run_dir) / "plan.json").write_text(json.dumps(plan, indent=1))
+    return plan, cfg
+
+
+def open_tracking(plan: dict, cfg: Config) -> None:
+    """Create (or reopen) the run's MLflow run on the driver; the chief worker logs into it."""
+    import mlflow
+
+    from trainer import tracking
+
+    plan["tracking_uri"] = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    run = tracking.start(plan["tracking_uri"], cfg.mlflow.experiment, plan["run_name"],
+                         run_id=plan.get("mlflow_run_id") or None, parent_run_id=plan.get("parent_run_id"))
+    if not plan.get("mlflow_run_id"):
+        mlflow.log_params(cfg.flat())
+        mlflow.set_tags({"git_commit": tracking.git_commit(Path(__file__).parent), "data_fingerprint":
+                         plan["data_fingerprint"], "model": cfg.model.name, "run_dir": plan["run_dir"],
+                         "init_from": plan.get("init_from", "")})
+        mlflow.log_dict(plan["split"], "split.json")
+        mlflow.log_dict(plan["data_counts"], "data_counts.json")
+    plan["mlflow_run_id"] = run.info.run_id
+    (Path(plan["run_dir"]) / "plan.json").write_text(json.dumps(plan, indent=1))
+    mlflow.end_run()

@@ -1,0 +1,295 @@
+"""The training loop every worker runs: in-process, or inside a Ray Train worker.
+
+``train_worker(plan)`` reads top to bottom: set up the replica context, build the model and
+optimizer, restore where to start from, then one epoch after another (train, validate, checkpoint,
+report), and finally keep the best epoch and evaluate the test split (chief only). Triplets are
+mined over the *global* batch: each replica embeds its share of the P×K batch, the embeddings and
+labels are all-gathered, and every replica computes the same loss over all of them, as FaceNet
+mines within its ~1,800-face batches. A distillation term (trainer/distill.py) joins the loss
+when the run has a teacher.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainer import checkpoints, config as config_lib
+from trainer.compute import ComputeCounters, epoch_counters
+from trainer.config import Config, ConfigError
+
+
+@dataclass
+class _Replica:
+    strategy: object
+    rank: int
+    world: int
+    in_ray: bool
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+
+def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance_metric: str, tcfg=None):
+    """One optimizer step on a distributed P×K batch; returns (loss, active triplet fraction).
+
+    The optimizer sums the replicas' gradients, so each replica back-propagates loss / replicas;
+    the gradient of all_gather carries every replica's share back to where it was computed.
+    ``tcfg`` (a TrainConfig) adds the distillation term when it names a teacher.
+    """
+    import tensorflow as tf
+
+    from trainer.distill import distillation_loss
+    from trainer.losses import active_triplet_fraction
+
+    metric_weight = tcfg.metric_weight if tcfg else 1.0
+    distill = (tcfg.distill_weight, tcfg.distill_relational_weight) if tcfg and tcfg.teacher else (0.0, 0.0)
+
+    def replica_step(images, labels, *teacher):
+        context = tf.distribute.get_replica_context()
+        with tf.GradientTape() as tape:
+            embeddings = model(images, training=True)
+            # MultiWorkerMirroredStrategy's all_gather needs placed tensors; graph inputs may not be.
+            with tf.device(embeddings.device):
+                labels = tf.identity(labels)
+                teacher = [tf.identity(t) for t in teacher]
+            all_embeddings = context.all_gather(embeddings, axis=0)
+            all_labels = context.all_gather(labels, axis=0)
+            loss = loss_fn(all_labels, all_embeddings) * metric_weight if metric_weight else 0.0
+            if any(distill):
+                targets, mask = (context.all_gather(t, axis=0) for t in teacher)
+                loss += distillation_loss(all_embeddings, targets, mask, *distill)
+            scaled_loss = loss / tf.cast(context.num_replicas_in_sync, loss.dtype)
+        gradients = tape.gradient(scaled_loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss, active_triplet_fraction(all_labels, all_embeddings, margin, distance_metric)
+
+    @tf.function
+    def train_step(images, labels, *teacher):
+        loss, active = strategy.run(replica_step, args=(images, labels, *teacher))
+        return (strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.MEAN, active, axis=None))
+
+    return train_step
+
+
+def train_worker(plan: dict) -> dict:
+    """Train on one worker; identical in-process and inside a Ray Train worker."""
+    import tf_keras as keras
+
+    from trainer.flops import forward_flops
+    from trainer.losses import TripletHardLoss, TripletSemiHardLoss
+    from trainer.models import build_model
+    from trainer.optimizers import make_optimizer
+
+    cfg = config_lib.from_dict(plan["config"])
+    t, run_dir, size = cfg.train, Path(plan["run_dir"]), plan["image_size"]
+    replica = _replica(plan, t.seed)
+    steps = t.steps_per_epoch or max(1, plan["train_images"] // (t.identities_per_batch * t.images_per_identity))
+    keras.mixed_precision.set_global_policy(t.precision)
+    with replica.strategy.scope():
+        model = build_model(cfg.model.name, cfg.model.embedding_dim, size)
+        optimizer = make_optimizer(t, steps)
+        optimizer.build(model.trainable_variables)
+    loss_fn = (TripletSemiHardLoss if t.loss == "semihard" else TripletHardLoss)(margin=t.margin,
+                                                                               distance_metric=t.distance_metric)
+    state = _restore(plan, replica, model, optimizer)
+    counters = ComputeCounters.from_dict(state["compute"]) if state else ComputeCounters()
+    batches = iter(replica.strategy.distribute_datasets_from_function(_dataset_fn(plan, cfg, replica)))
+    train_step = make_train_step(replica.strategy, model, optimizer, loss_fn, t.margin, t.distance_metric, t)
+    flops_per_image = forward_flops(model, size)
+    tracker = _chief_tracker(plan, cfg) if replica.is_chief else None
+    metrics: dict = dict(state.get("metrics", {}))
+    for epoch in range(state["epoch"] + 1 if state else 0, t.epochs):
+        metrics = _run_epoch(epoch, steps, batches, train_step, plan, cfg, replica, flops_per_image, counters, model)
+        _checkpoint_and_report(epoch, metrics, plan, replica, model, optimizer, counters, tracker)
+        if _should_stop(t.stop_when, metrics):
+            if replica.is_chief:
+                print(f"stopping after epoch {epoch + 1}: {t.stop_when} holds", flush=True)
+            break
+    # Reading batch-norm statistics is a collective under MultiWorkerMirroredStrategy: every worker
+    # takes part once here, then the chief evaluates and exports a plain (undistributed) copy.
+    weights = model.get_weights()
+    if not replica.is_chief:
+        return metrics
+    keras.mixed_precision.set_global_policy("float32")  # the exported model computes in float32
+    final_model = build_model(cfg.model.name, cfg.model.embedding_dim, size)
+    final_model.set_weights(weights)
+    metrics = _keep_best(run_dir, t.keep, final_model, metrics)
+    return _finish(plan, cfg, final_model, counters, metrics, tracker)
+
+
+def _replica(plan: dict, seed: int) -> _Replica:
+    import tensorflow as tf
+    import tf_keras as keras
+
+    cfg = config_lib.from_dict(plan["config"])
+    rank, world, in_ray = 0, 1, plan.get("in_ray", False)
+    if in_ray:
+        import ray.train
+
+        rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.get_strategy()
+    keras.utils.set_random_seed(seed + rank)
+    if cfg.train.identities_per_batch % strategy.num_replicas_in_sync:
+        raise ConfigError(f"train.identities_per_batch={cfg.train.identities_per_batch} must be divisible by the "
+                          f"{strategy.num_replicas_in_sync} replicas")
+    return _Replica(strategy, rank, world, in_ray)
+
+
+def _restore(plan: dict, replica: _Replica, model, optimizer) -> dict:
+    """Where to start from: the checkpoint Ray hands a restarted worker group > the run directory's
+    latest (--resume; also a restart whose last report Ray lost because the worker died before the
+    controller collected it; the chief writes it atomically before every report, on storage every
+    worker sees, as /runs in k8s/) > --init-from (weights only). Returns the restored state ({} = none)."""
+    state = {}
+    ray_checkpoint = None
+    if replica.in_ray:
+        import ray.train
+
+        ray_checkpoint = ray.train.get_checkpoint()
+    own_latest = checkpoints.latest_checkpoint(plan["run_dir"])
+    if ray_checkpoint is not None:
+        with ray_checkpoint.as_directory() as directory:
+            state = checkpoints.restore(directory, model, optimizer)
+    elif own_latest is not None:
+        state = checkpoints.restore(own_latest, model, optimizer)
+    elif plan.get("init_from"):
+        checkpoints.restore(plan["init_from"], model)
+    if state and replica.is_chief:
+        print(f"resuming after epoch {state['epoch'] + 1} (checkpoint of epoch index {state['epoch']})", flush=True)
+    return state
+
+
+def _dataset_fn(plan: dict, cfg: Config, replica: _Replica):
+    """Each input pipeline draws from its own identities: P/replicas identities × K images."""
+    from trainer import pipeline
+
+    t, replicas = cfg.train, replica.strategy.num_replicas_in_sync
+    shards, labels = plan["shards"]["train"], list(range(len(plan["shards"]["train"])))
+    for i in plan.get("train_unlabeled", []):
+        labels[i] = -1  # pipeline.pk_batches: each photo a person of its own
+    weights = plan.get("train_weights") or None
+
+    def dataset_fn(ctx):
+        i, n = ctx.input_pipeline_id, ctx.num_input_pipelines
+        return pipeline.pk_batches(shards[i::n], labels[i::n], t.identities_per_batch // replicas,
+                                   t.images_per_identity, plan["image_size"], t.augment, seed=t.seed + i,
+                                   teacher=t.teacher, weights=weights[i::n] if weights else None,
+                                   strong=t.augment_strength == "strong")
+
+    return dataset_fn
+
+
+def _run_epoch(epoch: int, steps: int, batches, train_step, plan: dict, cfg: Config, replica: _Replica,
+               flops_per_image: float, counters: ComputeCounters, model) -> dict:
+    """Train one epoch with a progress bar, then validate; returns the epoch's metrics."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from trainer import pipeline
+    from trainer.evaluate import evaluate_split
+
+    t = cfg.train
+    bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "active"], verbose=1 if replica.is_chief else 0)
+    started, input_wait, losses, actives = time.time(), 0.0, [], []
+    show_every = max(1, steps // 20)  # reading a value back waits for the step: only for progress
+    for step in range(steps):
+        waiting = time.perf_counter()
+        batch = next(batches)
+        input_wait += time.perf_counter() - waiting
+        loss, active = train_step(*batch)
+        losses.append(loss)
+        actives.append(active)
+        if (step + 1) % show_every == 0 or step + 1 == steps:
+            bar.update(step + 1, [("loss", float(tf.reduce_mean(losses))), ("active", float(tf.reduce_mean(actives)))])
+    epoch_compute = epoch_counters(steps, t.identities_per_batch * t.images_per_identity, time.time() - started,
+                                   flops_per_image, replica.world, replica.world if cfg.ray.use_gpu else 0)
+    counters.add(epoch_compute)
+    # input_wait_fraction: share of the epoch spent waiting for the next batch (0 = never starved)
+    metrics = {"epoch": epoch, "loss": float(tf.reduce_sum(losses)) / steps,
+               "active_triplet_fraction": float(tf.reduce_sum(actives)) / steps,
+               "input_wait_fraction": input_wait / max(epoch_compute.wall_seconds, 1e-9),
+               **epoch_compute.as_metrics("compute/epoch_"), **counters.as_metrics("compute/total_")}
+    for name, shards in plan.get("eval_sets", {}).items():
+        if shards:
+            data = pipeline.ordered_images(shards, plan["image_size"], cfg.eval.eval_batch_size)
+            metrics.update({f"{name}_{k}": v for k, v in evaluate_split(model, data, cfg.eval).items()})
+    if replica.is_chief:
+        print(f"epoch {epoch + 1}/{t.epochs}: " + ", ".join(
+            f"{k}={metrics[k]:.4g}" for k in ("loss", "active_triplet_fraction", "val_accuracy", "val_val", "val_auc")
+            if k in metrics), flush=True)
+    return metrics
+
+
+def _checkpoint_and_report(epoch: int, metrics: dict, plan: dict, replica: _Replica, model, optimizer,
+                           counters: ComputeCounters, tracker) -> None:
+    ckpt = checkpoints.save(checkpoints.checkpoint_dir(plan["run_dir"], epoch), model, optimizer,
+                            {"epoch": epoch, "compute": counters.as_dict(), "metrics": metrics},
+                            plan["config"], replica.is_chief)
+    if tracker:
+        tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+    if replica.in_ray:
+        import ray.train
+        from ray.train import Checkpoint
+
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(ckpt)) if replica.is_chief else None)
+
+
+def _should_stop(stop_when: str, metrics: dict) -> bool:
+    conditions = config_lib.parse_stop_when(stop_when)
+    return bool(conditions) and all(metrics.get(name, float("-inf")) >= value for name, value in conditions)
+
+
+def _keep_best(run_dir: Path, keep: str, final_model, metrics: dict) -> dict:
+    """With ``train.keep: best``, load the epoch of highest validation accuracy into the final model."""
+    kept = checkpoints.best_checkpoint(run_dir, "val_accuracy") if keep == "best" else None
+    if kept is None or kept == checkpoints.latest_checkpoint(run_dir):
+        return metrics
+    state = checkpoints.restore(kept, final_model)
+    print(f"keeping epoch {state['epoch'] + 1} (best val_accuracy "
+          f"{state['metrics'].get('val_accuracy', float('nan')):.4f}) as the run's model", flush=True)
+    return {**metrics, "kept_epoch": state["epoch"],
+            **{f"kept_{k}": v for k, v in state["metrics"].items() if k.startswith("val_")}}
+
+
+def _chief_tracker(plan: dict, cfg: Config):
+    if not plan.get("mlflow_run_id"):
+        return None
+    from trainer import tracking
+
+    tracking.start(plan["tracking_uri"], cfg.mlflow.experiment, plan["run_name"], run_id=plan["mlflow_run_id"])
+    import mlflow
+
+    return mlflow
+
+
+def _finish(plan: dict, cfg: Config, model, counters: ComputeCounters, last_epoch: dict, tracker) -> dict:
+    """Test-split evaluation with plots, model export and results.json (chief only)."""
+    from trainer import pipeline
+    from trainer.evaluate import evaluate_split
+
+    run_dir = Path(plan["run_dir"])
+    results = {"last_epoch": last_epoch, "compute": counters.as_dict()}
+    if plan["shards"]["test"]:
+        test_data = pipeline.ordered_images(plan["shards"]["test"], plan["image_size"], cfg.eval.eval_batch_size)
+        out = run_dir / "eval-test"
+        out.mkdir(exist_ok=True)
+        results["test"] = evaluate_split(model, test_data, cfg.eval, out_dir=out, plots=True)
+    model.save(str(run_dir / "model"), include_optimizer=False)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    if tracker:
+        tracker.log_metrics({f"test_{k}": v for k, v in results.get("test", {}).items()})
+        tracker.log_metrics(counters.as_metrics("compute/total_"))
+        for name in ("results.json", "config.yaml", "plan.json"):
+            tracker.log_artifact(str(run_dir / name))
+        if (run_dir / "eval-test").exists():
+            tracker.log_artifacts(str(run_dir / "eval-test"), "eval-test")
+        tracker.log_artifacts(str(run_dir / "model"), "model")
+        kept = checkpoints.kept_checkpoint(run_dir, cfg.train.keep)
+        if kept:
+            tracker.log_artifacts(str(kept), f"checkpoint/{kept.name}")
+        tracker.end_run()
+    return results
