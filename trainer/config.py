@@ -11,30 +11,12 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, get_type_hints
+from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message is one line."""
-
-
-@dataclass
-class SourceConfig:
-    """One more identity folder (or ``tfds:<name>``) trained on beside ``data.source``."""
-
-    path: str = ""
-    name: str = ""  # namespace of its identities ("<name>/<identity>"); "" = the folder's name
-    # detect: MTCNN + alignment, photos without a face dropped | prealigned: square aligned crops,
-    # MTCNN where it finds the face, else a plain resize | resized: resize only
-    align: str = "detect"
-    max_per_identity: int = 0  # 0 = every photo; otherwise the first N (sorted) of each identity
-    weight: float = 1.0  # how often its identities are drawn into a P×K batch, relative to data.source's
-    split: bool = False  # False: every identity trains; True: split into train/val/test like data.source
-    # False: the folder names are no labels to trust (or photos of anyone): its photos only teach the
-    # distillation term, and the triplet loss sees each as a person of its own (needs train.teacher)
-    labeled: bool = True
+from trainer.config_fields import ConfigError, apply_fields, coerce, read_mapping  # noqa: F401  (re-exported)
+from trainer.config_lists import BenchmarkConfig, SourceConfig, parse_benchmarks, parse_sources, source_name  # noqa: F401
 
 
 @dataclass
@@ -102,16 +84,6 @@ class TrainConfig:
 
 
 @dataclass
-class BenchmarkConfig:
-    """A benchmark in LFW's format every finished run is also evaluated on (trainer/evaluation/benchmark.py)."""
-
-    pairs: str = ""  # LFW's pairs.txt format
-    images: str = ""  # <images>/<name>/<photo>
-    name: str = ""  # "" = the pairs file's stem
-    numbering: str = "auto"  # auto | lfw | sorted: what a pair's image index means
-
-
-@dataclass
 class EvalConfig:
     pairs_per_fold: int = 300  # matched and mismatched pairs per fold (LFW uses 300 + 300)
     folds: int = 10
@@ -170,45 +142,6 @@ _CHOICES = {
 }
 
 
-def coerce(label: str, value: Any, typ: type) -> Any:
-    """``value`` as ``typ`` (ints widen to floats, nothing else is converted); ``label`` names it in errors."""
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-    elif typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    elif typ is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    elif typ is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise ConfigError(f"{label} must be {typ.__name__}, got {value!r}")
-
-
-def apply_fields(target: Any, values: dict[str, Any], label: Callable[[str], str]) -> None:
-    """Set dataclass fields of ``target`` from ``values``, typed; an unknown key is an error.
-
-    ``label(key)`` names a key in messages, e.g. ``config key 'train.epochs'``.
-    """
-    hints = get_type_hints(type(target))
-    for key, value in values.items():
-        if key not in hints:
-            raise ConfigError(f"unknown {label(key)}")
-        setattr(target, key, coerce(label(key), value, hints[key]))
-
-
-def read_mapping(path: Path, what: str) -> dict[str, Any]:
-    """The YAML mapping in ``path`` ({} when empty); one-line ConfigError otherwise."""
-    try:
-        raw = yaml.safe_load(path.read_bytes()) or {}  # bytes: YAML's reader decodes (UTF-8/16) and refuses junk
-    except OSError as exc:
-        raise ConfigError(f"{what} {path} is unreadable: {exc.strerror or exc}") from None
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{what} {path} must hold a mapping")
-    return raw
-
-
 def from_dict(raw: dict[str, Any] | None) -> Config:
     """Build a Config from nested dicts, rejecting unknown sections/keys and wrong types."""
     raw = raw or {}
@@ -225,10 +158,10 @@ def from_dict(raw: dict[str, Any] | None) -> Config:
             raise ConfigError(f"config section '{section}' must be a mapping, got {values!r}")
         if section == "data" and "sources" in values:
             values = dict(values)
-            cfg.data.sources = _sources(values.pop("sources"))
+            cfg.data.sources = parse_sources(values.pop("sources"))
         if section == "eval" and "benchmarks" in values:
             values = dict(values)
-            cfg.eval.benchmarks = _benchmarks(values.pop("benchmarks"))
+            cfg.eval.benchmarks = parse_benchmarks(values.pop("benchmarks"))
         apply_fields(getattr(cfg, section), values, lambda key, section=section: f"config key {f'{section}.{key}'!r}")
     for key, allowed in _CHOICES.items():
         section, name = key.split(".")
@@ -237,60 +170,6 @@ def from_dict(raw: dict[str, Any] | None) -> Config:
             raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got {value!r}")
     _check_ranges(cfg)
     return cfg
-
-
-_SOURCE_ALIGN = ("detect", "prealigned", "resized")
-
-
-def _sources(raw: Any) -> list[SourceConfig]:
-    """``data.sources``: a list of mappings (or of plain paths), each checked like a section."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise ConfigError(f"config key 'data.sources' must be a list of sources, got {raw!r}")
-    sources = []
-    for i, item in enumerate(raw):
-        source = SourceConfig()
-        label = f"data.sources[{i}]"
-        if isinstance(item, str):
-            item = {"path": item}
-        if not isinstance(item, dict):
-            raise ConfigError(f"config key '{label}' must be a mapping with a path, got {item!r}")
-        apply_fields(source, item, lambda key: f"config key '{label}.{key}'")
-        if not source.path:
-            raise ConfigError(f"config key '{label}.path' is missing: give an identity folder or tfds:<name>")
-        if source.align not in _SOURCE_ALIGN:
-            raise ConfigError(f"config key '{label}.align' must be one of {', '.join(_SOURCE_ALIGN)}, got {source.align!r}")
-        if not source.weight > 0 or source.max_per_identity < 0:
-            raise ConfigError(f"config key '{label}': weight must be > 0 and max_per_identity >= 0")
-        sources.append(source)
-    names = [source_name(s) for s in sources]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"config key 'data.sources': two sources share the name {max(names, key=names.count)!r}; "
-                          f"set name: to tell them apart")
-    return sources
-
-
-def _benchmarks(raw: Any) -> list[BenchmarkConfig]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
-        raise ConfigError(f"config key 'eval.benchmarks' must be a list of {{pairs, images}} mappings, got {raw!r}")
-    benchmarks = []
-    for i, item in enumerate(raw):
-        bench = BenchmarkConfig()
-        apply_fields(bench, item, lambda key: f"config key 'eval.benchmarks[{i}].{key}'")
-        if not bench.pairs or not bench.images:
-            raise ConfigError(f"config key 'eval.benchmarks[{i}]' needs both pairs and images")
-        if bench.numbering not in ("auto", "lfw", "sorted"):
-            raise ConfigError(f"config key 'eval.benchmarks[{i}].numbering' must be one of auto, lfw, sorted")
-        benchmarks.append(bench)
-    return benchmarks
-
-
-def source_name(source: SourceConfig) -> str:
-    """The namespace of a source's identities: its ``name``, else the last part of its path."""
-    return source.name or source.path.rstrip("/").split("/")[-1].removeprefix("tfds:") or "source"
 
 
 def _check_ranges(cfg: Config) -> None:

@@ -111,7 +111,7 @@ def evaluate_embeddings(embeddings, identities, sources, eval_cfg, seed: int = 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainer import checkpoints, cliargs, pipeline
+    from trainer import checkpoints, cliargs
 
     parser = cliargs.ArgumentParser(description="Evaluate a trained run on one of its identity splits, "
                                                 "or on a benchmark in LFW's pairs.txt format.")

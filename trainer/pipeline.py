@@ -72,7 +72,7 @@ def pk_batches(shards: list[str], labels: list[int], identities_per_batch: int, 
     """Endless dataset of (images [P*K, size, size, 3], labels [P*K]) with P identities × K images.
 
     With ``teacher`` each element is (images, labels, teacher embeddings [P*K, dim], has_teacher
-    [P*K]): the teacher's file beside each shard (prepare.teacher_path) is read in step with it,
+    [P*K]): the teacher's file beside each shard (trainer/teacher_cache.py) is read in step with it,
     and a flipped crop gets the teacher's embedding of the mirror image. ``weights`` (one per
     shard) make an identity's chance of being drawn proportional to its weight. A label of -1
     marks a shard of unlabeled photos: each gets a label of its own.

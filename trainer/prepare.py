@@ -25,12 +25,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 from trainer import cliargs
 from trainer.align import IMAGE_EXTENSIONS, FaceAligner, ImageError, read_image, resize_square
 from trainer.config import ConfigError, fingerprint
+from trainer.teacher_cache import teacher_cached, teacher_path, write_teacher  # noqa: F401  (teacher_path re-exported)
 
 ALIGN_VERSION = 2  # bump when alignment output changes, to invalidate caches
 
@@ -60,37 +60,6 @@ def list_identity_folder(root: str | Path) -> tuple[dict[str, list[Path]], Count
     return identities, counts
 
 
-def export_tfds(name: str, cache_dir: Path, data_dir: str | None = None) -> Path:
-    """Write a tfds dataset with (image, label) features to ``cache/tfds/<name>/<label>/<n>.png`` once."""
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    out = cache_dir / "tfds" / re.sub(r"[^\w.-]", "_", name)
-    if (out / ".complete").exists():
-        return out
-    builder = tfds.builder(name, data_dir=data_dir)
-    builder.download_and_prepare()  # the real download, for users with network access
-    features = builder.info.features
-    label_key = next((k for k in ("label", "identity", "person") if k in features), None)
-    if "image" not in features or label_key is None:
-        raise DatasetError(f"tfds dataset {name!r} has no 'image' + 'label' features: {list(features)}")
-    label_names = getattr(features[label_key], "names", None)
-    out.mkdir(parents=True, exist_ok=True)
-    counters: Counter = Counter()
-    for split in builder.info.splits:
-        for example in tfds.as_numpy(builder.as_dataset(split=split)):
-            label = example[label_key]
-            label = label_names[label] if label_names else (label.decode() if isinstance(label, bytes) else str(label))
-            # The label is the identity; only a label no folder can be named after gets a slug.
-            folder = out / (label if re.fullmatch(r"[^/\\\x00]{1,200}", label) and not label.startswith(".")
-                            else _slug(label))
-            folder.mkdir(exist_ok=True)
-            counters[label] += 1
-            (folder / f"{counters[label]:05d}.png").write_bytes(tf.io.encode_png(example["image"]).numpy())
-    (out / ".complete").write_text(json.dumps(dict(counters)))
-    return out
-
-
 def _slug(name: str) -> str:
     """A file-system-safe, collision-free name for an identity (unicode names are kept readable)."""
     safe = re.sub(r"[^\w.-]", "_", name)[:60] or "_"
@@ -101,26 +70,6 @@ def _identity_fingerprint(files: list[Path], size: int, align: bool | str) -> st
     stats = [(p.name, s.st_size, s.st_mtime_ns) for p, s in ((p, p.stat()) for p in files)]
     mode = {True: True, False: False}.get(align, align)  # True/False keep the fingerprints of old caches
     return fingerprint({"files": stats, "size": size, "align": mode, "v": ALIGN_VERSION})
-
-
-def teacher_path(shard: str | Path, teacher: str) -> Path:
-    """The teacher's embeddings of a shard's photos, one record per shard record, in order."""
-    return Path(f"{shard}.{teacher}.tfrecord")
-
-
-def teacher_cached(shard: str | Path, teacher: str, records: int) -> bool:
-    """True when the shard's teacher file was written by ``teacher`` for exactly its ``records``;
-    a file from another teacher, of another size or for other photos is recomputed."""
-    meta = Path(f"{teacher_path(shard, teacher)}.json")
-    if not meta.exists() or not teacher_path(shard, teacher).exists():
-        return False
-    try:
-        info = json.loads(meta.read_text())
-    except ValueError:
-        return False
-    from trainer.teacher import DlibTeacher
-
-    return info.get("teacher") == teacher and info.get("dim") == DlibTeacher.dim and info.get("records") == records
 
 
 def align_identity(identity: str, files: list[str], shard: str, size: int, align: bool | str,
@@ -169,7 +118,7 @@ def align_identity(identity: str, files: list[str], shard: str, size: int, align
                     entry["teacher"] = vectors[-1] is not None
             images.append(entry)
     if model is not None:
-        _write_teacher(shard, teacher, vectors, model.dim)
+        write_teacher(shard, teacher, vectors, model.dim)
     Path(tmp).rename(shard)
     summary = {"identity": identity, "shard": Path(shard).name,
                "aligned": sum(e["status"] in ALIGNED_STATUSES for e in images), "images": images}
@@ -178,24 +127,6 @@ def align_identity(identity: str, files: list[str], shard: str, size: int, align
 
 
 ALIGNED_STATUSES = ("ok", "several_faces", "resized")
-
-
-def _write_teacher(shard: str, teacher: str, vectors: list, dim: int) -> None:
-    """Teacher records (``teacher`` [2*dim]: face and mirror image; ``has_teacher``), written aside
-    and renamed, then their metadata: a half-written file is never taken for a cached one."""
-    import tensorflow as tf
-
-    target = teacher_path(shard, teacher)
-    Path(f"{target}.json").unlink(missing_ok=True)
-    with tf.io.TFRecordWriter(f"{target}.{os.getpid()}.tmp") as writer:
-        for vec in vectors:
-            values = np.zeros(2 * dim, np.float32) if vec is None else vec.reshape(-1)
-            feature = {"teacher": tf.train.Feature(float_list=tf.train.FloatList(value=values)),
-                       "has_teacher": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(vec is not None)]))}
-            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-    Path(f"{target}.{os.getpid()}.tmp").rename(target)
-    Path(f"{target}.json").write_text(json.dumps({"teacher": teacher, "dim": dim, "records": len(vectors),
-                                                  "failed": sum(v is None for v in vectors)}))
 
 
 def _example(jpeg: bytes, identity: str, source: str):
@@ -221,6 +152,8 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool | str = T
     from trainer.ray_setup import ensure_ray
 
     cache_dir = Path(cache_dir).expanduser().resolve()  # Ray workers run from other directories
+    from trainer.tfds_source import export_tfds
+
     root = export_tfds(source[5:], cache_dir, os.environ.get("TFDS_DATA_DIR")) if source.startswith("tfds:") \
         else Path(source).expanduser()
     identities, counts = list_identity_folder(root)

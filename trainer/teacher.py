@@ -89,7 +89,7 @@ def cached_embeddings(shards: list[str], teacher: str) -> tuple[np.ndarray, np.n
     order ``pipeline.ordered_images`` reads them, and a flag per row: False where it failed."""
     import tensorflow as tf
 
-    from trainer.prepare import teacher_path
+    from trainer.teacher_cache import teacher_path
 
     features = {"teacher": tf.io.VarLenFeature(tf.float32), "has_teacher": tf.io.FixedLenFeature([], tf.int64)}
     rows, ok = [], []
