@@ -83,6 +83,11 @@ def test_training_on_several_sources_namespaces_and_weights_them(tmp_path, local
     assert plan["train_weights"].count(3.0) == 4 and len(plan["train_weights"]) == len(plan["shards"]["train"])
     assert plan["source_counts"]["more"]["faces_aligned"] == 8  # the cap of 2 per identity
     assert plan["train_images"] == 6 * 4 + 8
+    from trainer.splits import Split
+
+    cfg.train.run_name = "again"  # a warm start (or N_prim) reuses the base run's split, sources' names included
+    again = plan_run(config_lib.from_dict(cfg.to_dict()), None, progress=False, split=Split(**plan["split"]))
+    assert again["split"] == plan["split"] and again["shards"]["train"] == plan["shards"]["train"]
     missing = config_lib.from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "sources": [
         {"path": str(tmp_path / "nowhere")}]}})
     with pytest.raises(DatasetError, match="nowhere not found"):

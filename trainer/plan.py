@@ -51,6 +51,8 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     if split is None:
         split = split_identities(aligned, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed,
                                  cfg.data.min_images_per_identity)
+    else:  # a given split (a warm start's, N_prim's) names data.source's people; each source adds its own again
+        split = _without_sources(split, cfg)
     training = _TrainingSet()
     training.add(shard_paths(manifest, split.train), sum(aligned[n] for n in split.train))
     held = {"val": shard_paths(manifest, split.val), "test": shard_paths(manifest, split.test)}
@@ -78,6 +80,15 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     cfg.save(run_dir / "config.yaml")
     (run_dir / "plan.json").write_text(json.dumps(plan, indent=1))
     return plan
+
+
+def _without_sources(split, cfg: Config):
+    """``split`` without the ``<source>/<identity>`` names ``data.sources`` put there."""
+    from trainer.splits import Split
+
+    prefixes = tuple(f"{config_lib.source_name(s)}/" for s in cfg.data.sources)
+    keep = (lambda names: [n for n in names if not n.startswith(prefixes)]) if prefixes else list
+    return Split(keep(split.train), keep(split.val), keep(split.test), list(split.excluded_too_few_images), split.seed)
 
 
 def _check_inputs(cfg: Config) -> int:
