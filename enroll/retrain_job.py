@@ -89,6 +89,8 @@ def run_retrain(home: Path, job_id: int) -> dict:
         target = _last_val_accuracy(Path(meta["source_run"]))
         cfg.data.extra_source = str(work / "people")
         cfg.train.epochs, cfg.train.steps_per_epoch = settings.retrain_epochs, settings.retrain_steps_per_epoch
+        cfg.train.learning_rate *= settings.retrain_learning_rate_scale
+        cfg.train.warmup_epochs = 0
         cfg.train.stop_when = f"val_accuracy>={target - settings.promotion_max_drop:.4f}" if target else ""
         cfg.train.out_dir, cfg.train.run_name = str(home / "runs"), f"retrain-job{job_id}-from-v{version}"
         cfg.eval.benchmarks = []  # the base run's figures; a retraining is judged by the gate

@@ -3,6 +3,7 @@
     retrain_after_changes: 5      # submit a warm-start retraining after this many class changes (0 = only on demand)
     retrain_epochs: 3             # budget of one warm-start retraining (epochs of retrain_steps_per_epoch steps)
     retrain_steps_per_epoch: 20
+    retrain_learning_rate_scale: 0.1  # a warm start's learning rate: the base run's × this, no warm-up
     far_target: 0.001             # FAR at which τ is calibrated, by `enroll init` and at every promotion
     ray_address: ""               # Ray dashboard URL for job submission; "" = $RAY_ADDRESS, else a local head
 
@@ -45,6 +46,9 @@ class Settings:
     retrain_after_changes: int = 0
     retrain_epochs: int = 3
     retrain_steps_per_epoch: int = 20
+    # A warm start begins at a minimum the base run found: its full learning rate (and warm-up) would
+    # knock it out and forget old people (the gate rejected such a candidate, 0.813 -> 0.779).
+    retrain_learning_rate_scale: float = 0.1
     promotion_max_drop: float = 0.01
     promotion_max_identified_drop: float = 0.05
     promotion_max_rank1_drop: float = 0.05
@@ -71,6 +75,9 @@ def load_settings(home: str | Path) -> Settings:
             if not math.isfinite(getattr(settings, key)):
                 raise GalleryError(f"setting '{key}' in {path} must be a finite number, got {getattr(settings, key)}")
         check_far_target(settings.far_target, f"setting 'far_target' in {path}")
+        if not 0 < settings.retrain_learning_rate_scale <= 10:  # (NaN fails too)
+            raise GalleryError(f"setting 'retrain_learning_rate_scale' in {path} must be in (0, 10], "
+                               f"got {settings.retrain_learning_rate_scale}")
     return settings
 
 

@@ -82,7 +82,8 @@ def test_training_on_several_sources_namespaces_and_weights_them(tmp_path, local
     assert len(extra) == 4 and not any(n.startswith("more/") for n in plan["split"]["test"])
     assert plan["train_weights"].count(3.0) == 4 and len(plan["train_weights"]) == len(plan["shards"]["train"])
     assert plan["source_counts"]["more"]["faces_aligned"] == 8  # the cap of 2 per identity
-    assert plan["train_images"] == 6 * 4 + 8
+    assert plan["train_images"] == 6 * 4 + 8 == sum(plan["train_photos"])
+    assert plan["train_photos"][-4:] == [2, 2, 2, 2]  # what train.sampling: photos draws people by
     from trainer.splits import Split
 
     cfg.train.run_name = "again"  # a warm start (or N_prim) reuses the base run's split, sources' names included
@@ -182,6 +183,7 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
                  "test_fraction": 0.25},
         "model": {"name": "tiny"},
         "train": {"identities_per_batch": 2, "images_per_identity": 2, "epochs": 3, "steps_per_epoch": 2,
+                  "sampling": "photos",
                   "optimizer": "adam", "teacher": "dlib_resnet_v1", "metric_weight": 0.5, "distill_weight": 1.0,
                   "distill_relational_weight": 1.0, "lr_schedule": "cosine", "warmup_epochs": 1,
                   "out_dir": str(tmp_path / "runs"), "run_name": "d"},

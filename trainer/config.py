@@ -74,6 +74,9 @@ class TrainConfig:
     distill_relational_weight: float = 0.0
     # Which checkpoint a finished run keeps as its model: "best" (highest validation accuracy) or "last".
     keep: str = "best"
+    # identities: every person equally likely in a P×K batch (FaceNet's); photos: a person in
+    # proportion to their photos, so every photo is seen equally often (what distillation wants)
+    sampling: str = "identities"
     augment_strength: str = "standard"  # standard | strong (adds greyscale, blur, small rotations)
     lr_schedule: str = "constant"  # constant | cosine (with warmup_epochs of linear warm-up)
     warmup_epochs: int = 0
@@ -134,6 +137,7 @@ _CHOICES = {
     "train.teacher": ("", "dlib_resnet_v1"),
     "train.keep": ("best", "last"),
     "train.augment_strength": ("standard", "strong"),
+    "train.sampling": ("identities", "photos"),
     "train.lr_schedule": ("constant", "cosine"),
     "train.precision": ("float32", "mixed_bfloat16"),
     "train.optimizer": ("adagrad", "adam"),

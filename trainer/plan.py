@@ -24,14 +24,18 @@ class _TrainingSet:
     shards: list[str] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)  # how often each identity is drawn
     unlabeled: list[int] = field(default_factory=list)  # indices of shards without trusted labels
-    images: int = 0
+    photos: list[int] = field(default_factory=list)  # aligned photos in each shard
 
-    def add(self, shards: list[str], images: int, weight: float = 1.0, labeled: bool = True) -> None:
+    @property
+    def images(self) -> int:
+        return sum(self.photos)
+
+    def add(self, shards: list[str], photos: list[int], weight: float = 1.0, labeled: bool = True) -> None:
         if not labeled:
             self.unlabeled += range(len(self.shards), len(self.shards) + len(shards))
         self.shards += shards
         self.weights += [weight] * len(shards)
-        self.images += images
+        self.photos += photos
 
 
 def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=None) -> dict:
@@ -54,7 +58,7 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     else:  # a given split (a warm start's, N_prim's) names data.source's people; each source adds its own again
         split = _without_sources(split, cfg)
     training = _TrainingSet()
-    training.add(shard_paths(manifest, split.train), sum(aligned[n] for n in split.train))
+    training.add(shard_paths(manifest, split.train), [aligned[n] for n in split.train])
     held = {"val": shard_paths(manifest, split.val), "test": shard_paths(manifest, split.test)}
     counts = {"": manifest["counts"]}
     for source in cfg.data.sources:
@@ -63,7 +67,7 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
         extra = prepare(cfg.data.extra_source, cfg.data.cache_dir, size, False, 0, cfg.data.prepare_workers,
                         cfg.ray.address, progress, teacher=cfg.train.teacher)
         names = sorted(n for n, e in extra["identities"].items() if e["aligned"] >= 1)
-        training.add(shard_paths(extra, names), sum(extra["identities"][n]["aligned"] for n in names))
+        training.add(shard_paths(extra, names), [extra["identities"][n]["aligned"] for n in names])
     if len(training.shards) < cfg.train.identities_per_batch:
         raise DatasetError(f"the training split has {len(training.shards)} usable identities, fewer than "
                            f"train.identities_per_batch={cfg.train.identities_per_batch}")
@@ -73,7 +77,7 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
         "manifest": manifest["path"], "data_fingerprint": manifest["fingerprint"],
         "data_counts": manifest["counts"], "source_counts": counts, "split": split.to_dict(),
         "shards": {"train": training.shards, **held}, "train_weights": training.weights,
-        "train_unlabeled": training.unlabeled, "train_images": training.images,
+        "train_unlabeled": training.unlabeled, "train_photos": training.photos, "train_images": training.images,
     }
     # Sets evaluated after every epoch (metrics "<name>_accuracy", ...); callers may add more.
     plan["eval_sets"] = {"val": plan["shards"]["val"]} if split.val else {}
@@ -131,7 +135,7 @@ def _add_source(cfg: Config, source, size: int, split, training: _TrainingSet, h
         if source.split and source.labeled else Split(train=sorted(usable))
     for part in ("train", "val", "test"):
         getattr(split, part).extend(f"{name}/{n}" for n in getattr(own, part))
-    training.add(shard_paths(extra, own.train), sum(usable[n] for n in own.train), source.weight, source.labeled)
+    training.add(shard_paths(extra, own.train), [usable[n] for n in own.train], source.weight, source.labeled)
     held["val"] += shard_paths(extra, own.val)
     held["test"] += shard_paths(extra, own.test)
     return extra["counts"]

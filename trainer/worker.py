@@ -172,6 +172,8 @@ def _dataset_fn(plan: dict, cfg: Config, replica: _Replica):
     for i in plan.get("train_unlabeled", []):
         labels[i] = -1  # pipeline.pk_batches: each photo a person of its own
     weights = plan.get("train_weights") or None
+    if t.sampling == "photos" and plan.get("train_photos"):  # every photo equally likely, not every person
+        weights = [w * n for w, n in zip(weights or [1.0] * len(shards), plan["train_photos"])]
 
     def dataset_fn(ctx):
         i, n = ctx.input_pipeline_id, ctx.num_input_pipelines
