@@ -37,6 +37,17 @@ def stage(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
+def _photos(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def probes_of(people: list[Path], strangers: int) -> list[tuple[str | None, Path]]:
+    """Every enrolled person's photos but the first (their enrolment photo), then every photo of the
+    first ``strangers`` people (never enrolled: expected None)."""
+    return ([(folder.name, p) for folder in people[strangers:] for p in _photos(folder)[1:]]
+            + [(None, p) for folder in people[:strangers] for p in sorted(folder.iterdir())])
+
+
 def identify_all(home: Path, probes: list[tuple[str | None, Path]]) -> dict:
     """Identify every probe photo (expected name, or None for a stranger); accuracies and latency."""
     from enroll.gallery import GalleryError
@@ -141,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: a local head started for the job and stopped after it)")
     parser.add_argument("--skip-full-retrain", action="store_true",
                         help="skip the comparison with a full retraining from scratch (N_prim), a second base training")
+    parser.add_argument("--identify-home", type=Path, metavar="HOME",
+                        help="only identify the probes again against an existing lifecycle home (e.g. after "
+                             "`enroll retrain` promoted a new model there), print the figures and exit")
     parser.add_argument("--enroll", action="append", default=[], metavar="KEY=VALUE",
                         help="an enroll.yaml setting for the home, e.g. promotion_max_drop=0.02 (repeatable)")
     args = parser.parse_args(argv)
@@ -158,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         people = sorted(p for p in people_root.iterdir() if p.is_dir())
         if len(people) <= args.strangers:
             raise DatasetError(f"--people needs more than {args.strangers} people (the strangers) to enrol anyone")
+        if args.identify_home:
+            print(json.dumps(identify_all(args.identify_home.resolve(), probes_of(people, args.strangers))))
+            return 0
         if any("=" not in item for item in args.enroll):
             raise config_lib.ConfigError(f"--enroll takes KEY=VALUE, got {args.enroll}")
         policy = {**({"ray_address": args.ray_address} if args.ray_address else {}),
@@ -210,15 +227,12 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
 
     stage(f"5. enrol {len(people) - args.strangers} people one-shot")
     enrolled, strangers = people[args.strangers:], people[:args.strangers]
-    probes: list[tuple[str | None, Path]] = []
     with SqliteGallery(home) as gallery:
         for folder in enrolled:
-            photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
             started = time.perf_counter()
-            report = add_person(gallery, home, folder.name, photos[:1], allow_several=True)
+            report = add_person(gallery, home, folder.name, _photos(folder)[:1], allow_several=True)
             print(f"  {folder.name}: {report['faces_added']} face in {1000 * (time.perf_counter() - started):.0f} ms")
-            probes += [(folder.name, p) for p in photos[1:]]
-    probes += [(None, p) for folder in strangers for p in sorted(folder.iterdir())]
+    probes = probes_of(people, args.strangers)
 
     stage("6. identify enrolled people and strangers")
     before = identify_all(home, probes)
