@@ -203,26 +203,29 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool | str = T
         bar.close()
         counts["seconds_aligning"] = round(time.time() - started, 1)
 
+    counts["identities_reused"] = len(summaries) - len(todo)
+    return _write_manifest({"source": source, "root": str(root), "size": size, "align": align,
+                            "align_version": ALIGN_VERSION, "teacher": teacher, "dir": str(out),
+                            "path": str(manifest_path)}, summaries, counts)
+
+
+def _write_manifest(manifest: dict, summaries: dict, counts: Counter) -> dict:
+    """The manifest (``manifest`` plus counts, shards and rejected photos), written atomically."""
     statuses = Counter(e["status"] for s in summaries.values() for e in s["images"])
     counts.update(images_read=sum(statuses.values()),
                   faces_aligned=sum(statuses[k] for k in ALIGNED_STATUSES),
                   no_face=statuses["no_face"], several_faces=statuses["several_faces"],
-                  resized_no_face=statuses["resized"],
-                  unreadable=statuses["unreadable"], identities=len(summaries),
-                  identities_reused=len(summaries) - len(todo))
-    if teacher:
+                  resized_no_face=statuses["resized"], unreadable=statuses["unreadable"], identities=len(summaries))
+    if manifest["teacher"]:
         counts["teacher_failed"] = sum(e.get("teacher") is False for s in summaries.values() for e in s["images"])
-    manifest = {
-        "source": source, "root": str(root), "size": size, "align": align, "align_version": ALIGN_VERSION,
-        "teacher": teacher,
-        "fingerprint": fingerprint(sorted(s["shard"] for s in summaries.values())),
-        "counts": dict(counts), "dir": str(out), "path": str(manifest_path),
-        "identities": {k: {"shard": s["shard"], "aligned": s["aligned"]} for k, s in sorted(summaries.items())},
-        "rejected": [e for s in summaries.values() for e in s["images"] if e["status"] in ("no_face", "unreadable")],
-    }
-    tmp = manifest_path.with_suffix(f".{os.getpid()}.tmp")
+    manifest.update(
+        fingerprint=fingerprint(sorted(s["shard"] for s in summaries.values())), counts=dict(counts),
+        identities={k: {"shard": s["shard"], "aligned": s["aligned"]} for k, s in sorted(summaries.items())},
+        rejected=[e for s in summaries.values() for e in s["images"] if e["status"] in ("no_face", "unreadable")])
+    path = Path(manifest["path"])
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.rename(manifest_path)
+    tmp.rename(path)
     return manifest
 
 
