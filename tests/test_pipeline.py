@@ -46,3 +46,18 @@ def test_ordered_images_yields_every_record_once_unaugmented(prepared):
     assert identities == sorted(identities) and len(sources) == len(set(sources)) == 18
     again = list(pipeline.ordered_images(shard_paths(prepared, names), 32, batch_size=5))
     np.testing.assert_array_equal(batches[0]["image"], again[0]["image"])
+
+
+def test_a_person_with_many_photos_is_drawn_from_all_of_them(tmp_path, local_ray):
+    from tests.synthetic import make_identity_folders
+    from trainer.pipeline import pk_batches
+    from trainer.prepare import prepare
+    from trainer.splits import shard_paths
+
+    root = make_identity_folders(tmp_path / "faces", identities=2, images=150, size=32)
+    manifest = prepare(str(root), tmp_path / "cache", size=32, align=False, progress=False)
+    shards = shard_paths(manifest, sorted(manifest["identities"]))
+    seen = set()
+    for images, _ in pk_batches(shards, [0, 1], 2, 4, 32, training_augment=False, seed=0).take(100):
+        seen.update(hash(image.tobytes()) for image in images.numpy())
+    assert len(seen) > 200, f"only {len(seen)} of 300 photos were ever drawn"

@@ -28,6 +28,7 @@ def parse(record: tf.Tensor, size: int) -> dict[str, tf.Tensor]:
     return {"image": image, "identity": example["identity"], "source": example["source"]}
 
 
+SHUFFLE_RECORDS = 1024
 _TEACHER_FEATURES = {"teacher": tf.io.VarLenFeature(tf.float32), "has_teacher": tf.io.FixedLenFeature([], tf.int64)}
 
 
@@ -88,7 +89,11 @@ def pk_batches(shards: list[str], labels: list[int], identities_per_batch: int, 
             records = tf.data.Dataset.zip((records, tf.data.TFRecordDataset(tf.strings.join([path, f".{teacher}.tfrecord"]))))
         else:
             records = records.map(lambda r: (r, tf.constant(b"")))
-        return records.shuffle(64, seed=seed).repeat().take(k).map(lambda r, t: (r, t, label))
+        # A fresh shuffle seed for every draw of a person: with the run's fixed seed every draw would
+        # shuffle alike and always take the same K photos. The buffer holds a whole shard (up to
+        # SHUFFLE_RECORDS photos), so a person with hundreds of photos (glint6) is drawn from all of them.
+        draw_seed = tf.random.uniform([], 0, 2**62, tf.int64)
+        return records.shuffle(SHUFFLE_RECORDS, seed=draw_seed).repeat().take(k).map(lambda r, t: (r, t, label))
 
     # deterministic=True keeps blocks of K contiguous, which is what makes batches P×K.
     ds = files.interleave(k_records, cycle_length=p, block_length=k, num_parallel_calls=AUTOTUNE, deterministic=True)
