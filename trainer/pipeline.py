@@ -81,19 +81,26 @@ def pk_batches(shards: list[str], labels: list[int], identities_per_batch: int, 
     p, k = identities_per_batch, images_per_identity
     if len(shards) < p:
         raise ValueError(f"P×K batches need at least P={p} identities, the training split has {len(shards)}")
-    files = _identity_stream(list(shards), list(labels), weights, seed)
+    draws = tf.data.Dataset.random(seed=seed)  # one seed per draw of a person (see k_records)
+    files = tf.data.Dataset.zip((_identity_stream(list(shards), list(labels), weights, seed), draws))
+    files = files.map(lambda person, draw_seed: (*person, draw_seed))
 
-    def k_records(path, label):
+    def k_records(path, label, draw_seed):
         records = tf.data.TFRecordDataset(path)
         if teacher:
             records = tf.data.Dataset.zip((records, tf.data.TFRecordDataset(tf.strings.join([path, f".{teacher}.tfrecord"]))))
         else:
             records = records.map(lambda r: (r, tf.constant(b"")))
-        # A fresh shuffle seed for every draw of a person: with the run's fixed seed every draw would
-        # shuffle alike and always take the same K photos. The buffer holds a whole shard (up to
-        # SHUFFLE_RECORDS photos), so a person with hundreds of photos (glint6) is drawn from all of them.
-        draw_seed = tf.random.uniform([], 0, 2**62, tf.int64)
-        return records.shuffle(SHUFFLE_RECORDS, seed=draw_seed).repeat().take(k).map(lambda r, t: (r, t, label))
+
+        # K photos drawn from the whole shard (up to SHUFFLE_RECORDS), in an order of this draw's own
+        # seed: a shuffle seeded by the run's seed would take the same K photos at every draw.
+        def pick(record, teacher_record):
+            n = tf.shape(record)[0]
+            order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([draw_seed, 0]))
+            order = tf.tile(order, [(k + n - 1) // n])[:k]  # fewer than K photos: they repeat
+            return tf.gather(record, order), tf.gather(teacher_record, order)
+
+        return records.batch(SHUFFLE_RECORDS).take(1).map(pick).unbatch().map(lambda r, t: (r, t, label))
 
     # deterministic=True keeps blocks of K contiguous, which is what makes batches P×K.
     ds = files.interleave(k_records, cycle_length=p, block_length=k, num_parallel_calls=AUTOTUNE, deterministic=True)
