@@ -163,11 +163,11 @@ def test_the_teacher_embeds_every_photo_once_and_its_cache_is_checked(teacher_in
 def _teacher_vectors(path):
     import tensorflow as tf
 
-    from trainer.pipeline import _TEACHER_FEATURES
+    from trainer.teacher_cache import teacher_features
 
     rows = []
     for record in tf.data.TFRecordDataset(str(path)):
-        example = tf.io.parse_single_example(record, _TEACHER_FEATURES)
+        example = tf.io.parse_single_example(record, teacher_features())
         rows.append(tf.sparse.to_dense(example["teacher"]).numpy().reshape(2, -1))
     return np.stack(rows)
 

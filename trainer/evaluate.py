@@ -78,7 +78,7 @@ def embed_shards(embedder, shards: list[str], size: int, batch_size: int = 128):
     dataset = pipeline.ordered_images(shards, size, batch_size)
     if not isinstance(embedder, str):
         return embed(embedder, dataset)
-    from trainer.teacher import cached_embeddings
+    from trainer.teacher_cache import cached_embeddings
 
     vectors, _ = cached_embeddings(shards, embedder)
     identities, sources = [], []

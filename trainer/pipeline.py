@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from trainer.teacher_cache import teacher_features
+
 AUTOTUNE = tf.data.AUTOTUNE
 _FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -29,7 +31,6 @@ def parse(record: tf.Tensor, size: int) -> dict[str, tf.Tensor]:
 
 
 SHUFFLE_RECORDS = 1024
-_TEACHER_FEATURES = {"teacher": tf.io.VarLenFeature(tf.float32), "has_teacher": tf.io.FixedLenFeature([], tf.int64)}
 
 
 def augment(image: tf.Tensor, size: int, flip: tf.Tensor | None = None, strong: bool = False) -> tf.Tensor:
@@ -114,7 +115,7 @@ def pk_batches(shards: list[str], labels: list[int], identities_per_batch: int, 
         image = augment(image, size, flip, strong) if training_augment else image
         if not teacher:
             return image, label
-        example = tf.io.parse_single_example(teacher_record, _TEACHER_FEATURES)
+        example = tf.io.parse_single_example(teacher_record, teacher_features())
         both = tf.reshape(tf.sparse.to_dense(example["teacher"]), (2, -1))
         target = tf.where(flip, both[1], both[0]) if training_augment else both[0]
         return image, label, target, tf.cast(example["has_teacher"], tf.float32)

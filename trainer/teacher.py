@@ -83,22 +83,3 @@ def build_teacher(name: str) -> DlibTeacher:
     check_teacher(name)
     return DlibTeacher()
 
-
-def cached_embeddings(shards: list[str], teacher: str) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher's cached embeddings (of the unflipped face) of every record of ``shards``, in the
-    order ``pipeline.ordered_images`` reads them, and a flag per row: False where it failed."""
-    import tensorflow as tf
-
-    from trainer.teacher_cache import teacher_path
-
-    features = {"teacher": tf.io.VarLenFeature(tf.float32), "has_teacher": tf.io.FixedLenFeature([], tf.int64)}
-    rows, ok = [], []
-    for shard in shards:
-        path = teacher_path(shard, teacher)
-        if not path.exists():
-            raise FileNotFoundError(f"no {teacher} embeddings cached for {shard}: prepare with train.teacher={teacher}")
-        for record in tf.data.TFRecordDataset(str(path)):
-            example = tf.io.parse_single_example(record, features)
-            rows.append(tf.sparse.to_dense(example["teacher"]).numpy()[:DlibTeacher.dim])
-            ok.append(bool(example["has_teacher"]))
-    return np.array(rows, np.float32).reshape(-1, DlibTeacher.dim), np.array(ok, bool)

@@ -14,6 +14,13 @@ from pathlib import Path
 import numpy as np
 
 
+def teacher_features() -> dict:
+    """The tf.train.Example spec of a teacher record (what ``write_teacher`` writes)."""
+    import tensorflow as tf
+
+    return {"teacher": tf.io.VarLenFeature(tf.float32), "has_teacher": tf.io.FixedLenFeature([], tf.int64)}
+
+
 def teacher_path(shard: str | Path, teacher: str) -> Path:
     """The teacher's embeddings of a shard's photos, one record per shard record, in order."""
     return Path(f"{shard}.{teacher}.tfrecord")
@@ -52,3 +59,21 @@ def write_teacher(shard: str, teacher: str, vectors: list, dim: int) -> None:
                                                   "failed": sum(v is None for v in vectors)}))
 
 
+def cached_embeddings(shards: list[str], teacher: str) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's cached embeddings (of the unflipped face) of every record of ``shards``, in the
+    order ``pipeline.ordered_images`` reads them, and a flag per row: False where it failed."""
+    import tensorflow as tf
+
+    from trainer.teacher import DlibTeacher
+
+    features = teacher_features()
+    rows, ok = [], []
+    for shard in shards:
+        path = teacher_path(shard, teacher)
+        if not path.exists():
+            raise FileNotFoundError(f"no {teacher} embeddings cached for {shard}: prepare with train.teacher={teacher}")
+        for record in tf.data.TFRecordDataset(str(path)):
+            example = tf.io.parse_single_example(record, features)
+            rows.append(tf.sparse.to_dense(example["teacher"]).numpy()[:DlibTeacher.dim])
+            ok.append(bool(example["has_teacher"]))
+    return np.array(rows, np.float32).reshape(-1, DlibTeacher.dim), np.array(ok, bool)
