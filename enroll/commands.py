@@ -1,0 +1,197 @@
+"""The ``enroll`` command handlers. Each takes the parsed arguments, the home and a list of notes
+(warnings for stderr) and returns (the JSON result, the text lines); ``enroll.cli`` parses the command
+line, dispatches here by ``COMMANDS`` and prints. A refusal is a ``GalleryError``, which
+``enroll.cli.main`` turns into one ``error: ...`` line."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from enroll.gallery import GalleryError
+from enroll.memory import InMemoryGallery
+from trainer.cliargs import one_line as _line
+
+
+def photo_lines(photos: list[dict]) -> list[str]:
+    return [f"{'accepted' if p['accepted'] else 'rejected'}  {p['source']}" + (f": {p['reason']}" if p["reason"] else "")
+            for p in photos]
+
+
+def _gallery(home: Path, create: bool = False):
+    """The home's gallery; an empty stand-in for read-only commands on a home not created yet,
+    so that `enroll list --home typo/` does not create directories."""
+    from enroll.store import SqliteGallery
+
+    if create or (home / "gallery.db").exists():
+        return SqliteGallery(home)
+    return InMemoryGallery()
+
+
+def cmd_init(args, home, notes):
+    from enroll.models import production_meta
+    from enroll.settings import check_far_target, init_production
+
+    if not os.path.isdir(args.run):  # (Path.is_dir raises on a name too long)
+        raise GalleryError(f"run directory not found: {args.run}")
+    if args.far_target is not None:
+        check_far_target(args.far_target, "--far-target")
+    version = init_production(args.run, home, args.far_target)
+    _, meta = production_meta(home)
+    with _gallery(home) as gallery:
+        faces = sum(n for _, n in gallery.list_people())
+    c = meta["calibration"]
+    how = (f"at FAR {meta['far_target']:g}" if meta["threshold_method"] == "far" else
+           f"best-accuracy threshold: FAR {meta['far_target']:g} is not resolvable with "
+           f"{c['different_pairs']} different-person pairs")
+    return {"version": version, "threshold": meta["threshold"], "threshold_method": meta["threshold_method"],
+            "far_target": meta["far_target"], "calibration": c, "faces_embedded": faces, "home": str(home)}, [
+        f"production model: version {version} ({meta['model_name']}, {meta['image_size']} px) in {home}",
+        f"τ = {meta['threshold']:.4f} ({how}; {c['pairs']} {c['split']} pairs); every promotion recalibrates "
+        f"at FAR {meta['far_target']:g} (far_target in {home / 'enroll.yaml'})",
+        f"embedded {faces} enrolled faces with it"]
+
+
+def _retrain_after(home, gallery, reason: str, requested: bool) -> dict | None:
+    """Submit a warm-start retraining when asked, or when the enroll.yaml policy says so."""
+    from enroll.retrain import maybe_retrain, submit_retrain
+
+    submitted = submit_retrain(home, reason, gallery) if requested else maybe_retrain(home, gallery, reason)
+    if submitted is None:
+        return None
+    job, ray_job, message = submitted
+    return {"job": job, "ray_job": ray_job, "message": message}
+
+
+def cmd_add_person(args, home, notes):
+    from enroll.models import production_meta
+    from enroll.service import add_person
+    from enroll.settings import load_settings
+
+    production_meta(home)  # "run enroll init" before touching anything else
+    load_settings(home)  # a broken enroll.yaml refuses the enrolment, rather than failing after it
+    with _gallery(home, create=True) as gallery:
+        report = add_person(gallery, home, args.name, args.images, append=args.append,
+                            allow_several=args.allow_several_faces)
+        try:
+            retrain = _retrain_after(home, gallery, "add-person", args.retrain)
+        except GalleryError as exc:  # the enrolment is committed: exit 0, and say what did not happen
+            retrain = None
+            report["retrain"] = {"error": _line(exc)}
+            notes.append(f"warning: {report['name']!r} is enrolled, but {_line(exc)}")
+        if retrain:
+            report["retrain"] = retrain
+    text = photo_lines(report["photos"]) + [
+        f"enrolled {report['name']!r}: {_n(report['faces_added'], 'new face')}, {report['faces_total']} in all "
+        f"(model version {report['model_version']})"] + (
+        [f"held out of retraining, to judge retrained models on: {report['held_out']}"] if report["held_out"] else [])
+    for other in report["lookalikes"]:
+        notes.append(f"warning: {report['name']!r} looks like {other['name']!r} (distance {other['distance']:.4f} "
+                     f"<= τ {report['threshold']:.4f}): the same person under two names?")
+    if "message" in report.get("retrain", {}):
+        text.append(report["retrain"]["message"])
+    return report, text
+
+
+def cmd_identify(args, home, notes):
+    from enroll.service import identify, identify_remote
+
+    if args.top_k < 1:  # (identify checks it too; the --server path would slice with it)
+        raise GalleryError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.server:
+        _check_url(args.server)
+        r = identify_remote(args.server, args.image, args.top_k)
+    else:
+        with _gallery(home) as gallery:
+            r = identify(gallery, home, args.image, args.top_k)
+    head = f"{r['name']}" + (f" (distance {r['distance']:.4f}, τ {r['threshold']:.4f})" if r["distance"] is not None else "")
+    lines = [head] + [f"  {i}. {c['name']}  {c['distance']:.4f}{'  within τ' if c['match'] else ''}"
+                      for i, c in enumerate(r["candidates"], 1)]
+    return r, lines + ([f"note: {r['note']}"] if r["note"] else [])
+
+
+def _check_url(server: str) -> None:
+    """An http(s) --server must parse as a URL with a host (requests would raise InvalidURL)."""
+    from urllib.parse import urlsplit
+
+    if server.startswith(("http://", "https://")):
+        try:
+            parts = urlsplit(server)
+            host, _ = parts.hostname, parts.port  # .port raises on a port out of range
+        except ValueError as exc:
+            raise GalleryError(f"--server {server!r} is not a valid URL: {exc}") from None
+        if not host:
+            raise GalleryError(f"--server {server!r} names no host")
+
+
+def cmd_verify(args, home, notes):
+    from enroll.service import verify
+
+    with _gallery(home) as gallery:
+        r = verify(gallery, home, args.image, args.name)
+    return r, [f"match: {'yes' if r['match'] else 'no'} ({r['name']}, distance {r['distance']:.4f}, "
+               f"τ {r['threshold']:.4f})"] + ([f"note: {r['note']}"] if r["note"] else [])
+
+
+def cmd_remove_person(args, home, notes):
+    from enroll.forget import forget
+    from enroll.settings import load_settings
+
+    load_settings(home)  # a broken enroll.yaml refuses the removal, rather than failing after it
+    with _gallery(home) as gallery:
+        person = gallery.remove_person(args.name)
+        copies = forget(home, person.name)
+        retrain = _retrain_after(home, gallery, "remove-person", False)
+    text = [f"removed {person.name!r}: {_n(len(person.faces), 'face')}, their crops and embeddings deleted; "
+            f"copies deleted: {_n(copies['retraining_exports'], 'retraining export')}, "
+            f"{_n(copies['aligned_shards'], 'aligned shard')}, {_n(copies['served_versions_deleted'], 'served version')} "
+            f"(replaced by {_n(copies['served_versions_exported'], 'new version')})"]
+    return {"removed": person.name, "faces": len(person.faces), "copies_deleted": copies, "retrain": retrain}, text + (
+        [retrain["message"]] if retrain else [])
+
+
+def cmd_retrain(args, home, notes):
+    from enroll.models import production_meta
+    from enroll.retrain import wait_for
+
+    production_meta(home)
+    if args.cancel is not None:
+        from enroll.retrain import cancel_retrain
+
+        with _gallery(home) as gallery:
+            job = cancel_retrain(home, gallery, args.cancel)
+        return {"job": job.id, "state": job.state, "detail": job.detail}, [
+            f"job {job.id}: {job.state} ({job.detail}); the production model is unchanged"
+            if job.state == "cancelled" else f"job {job.id}: {job.state} ({job.detail})"]
+    with _gallery(home) as gallery:
+        retrain = _retrain_after(home, gallery, "enroll retrain", True)
+    text = [retrain["message"]]
+    if args.wait:
+        job = wait_for(home, retrain["job"], timeout=args.timeout)
+        retrain.update(state=job.state, detail=job.detail)
+        text.append(f"job {job.id}: {job.state}" + (f" ({job.detail})" if job.detail else ""))
+        if job.state != "succeeded":
+            raise GalleryError(f"retraining job {job.id} ended {job.state}: {job.detail or 'see enroll status'}")
+    return retrain, text
+
+
+def cmd_list(args, home, notes):
+    with _gallery(home) as gallery:
+        people = gallery.list_people()
+    rows = [{"name": n, "faces": k} for n, k in people]
+    return {"people": rows}, [f"{n}  ({_n(k, 'face')})" for n, k in people] + [
+        f"{_n(len(people), 'person', 'people')}, {_n(sum(k for _, k in people), 'face')}"]
+
+
+def cmd_status(args, home, notes):
+    from enroll.status import status_report
+
+    with _gallery(home) as gallery:
+        return status_report(home, gallery)
+
+
+def _n(count: int, one: str, many: str = "") -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
+COMMANDS = {"init": cmd_init, "add-person": cmd_add_person, "identify": cmd_identify, "verify": cmd_verify,
+            "remove-person": cmd_remove_person, "list": cmd_list, "status": cmd_status, "retrain": cmd_retrain}
