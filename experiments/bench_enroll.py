@@ -1,7 +1,7 @@
 """Enrolment and identify latency, written to experiments/results/bench_enroll.json + a markdown table.
 
-    python experiments/bench_enroll.py                       # runs/celeba_nn4-main if present
-    python experiments/bench_enroll.py --run runs/<run> --sizes 1000,100000   # skip the 1M gallery
+    python -m experiments.bench_enroll                       # runs/celeba_nn4-main if present
+    python -m experiments.bench_enroll --run runs/<run> --sizes 1000,100000   # skip the 1M gallery
 
 * add-person, one photo: in a warm process (model and detector loaded; read + detect + align +
   embed + store with fsync), and as a cold CLI call (a fresh ``python -m enroll.cli`` process);
@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import enroll  # noqa: F401  (tf-keras before TensorFlow)
+from enroll.index import ExactIndex, FaissIndex, normalise, recall_at_1, tune_effort
 
-import enroll  # noqa: E402,F401  (tf-keras before TensorFlow)
-from enroll.index import ExactIndex, FaissIndex, normalise, recall_at_1, tune_effort  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_run(tmp: Path) -> Path:

@@ -1,6 +1,6 @@
 """Serving benchmark: the exported SavedModel run in-process (what TF-Serving runs, minus transport).
 
-    python experiments/bench_serving.py [--quick] [--models nn4_small2 nn2]
+    python -m experiments.bench_serving [--quick] [--models nn4_small2 nn2]
 
 For each model (random initial weights: timing does not depend on them): export time (first export,
 which traces the network, and a gallery-only re-export), ``serving_default`` latency at batch 1
@@ -19,15 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import serving  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
-import serving  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from serving.export import export  # noqa: E402
-from trainer.models import build_model  # noqa: E402
+from serving.export import export
+from trainer.models import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_serving.json"
 

@@ -1,7 +1,7 @@
 """Training throughput: plain Keras ``fit`` vs Ray Train with 1 and 2 workers, in one run.
 
-    python experiments/bench_train.py                      # nn4_small2 on celeba299 (≈10 min on 2 cores)
-    python experiments/bench_train.py --model tiny --steps 10 --source /path/to/people
+    python -m experiments.bench_train                      # nn4_small2 on celeba299 (≈10 min on 2 cores)
+    python -m experiments.bench_train --model tiny --steps 10 --source /path/to/people
 
 Same aligned data, same P×K batch, same loss. Each mode trains ``--epochs`` epochs of ``--steps``
 steps; throughput is taken from the last epoch (the first one includes graph tracing). Also
@@ -19,9 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import trainer  # noqa: E402,F401  (tf-keras before TensorFlow)
-from trainer import config as config_lib, train  # noqa: E402
+import trainer  # noqa: F401  (tf-keras before TensorFlow)
+from trainer import config as config_lib, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -134,7 +133,7 @@ def main() -> int:
         result["vs_plain_fit"] = result["images_per_second"] / base
     report = {"model": args.model, "global_batch": args.p * args.k, "steps_per_epoch": args.steps,
               "machine": f"{platform.machine()}, {cores} cores, no GPU", "modes": modes,
-              "command": "python experiments/bench_train.py " + " ".join(sys.argv[1:])}
+              "command": "python -m experiments.bench_train " + " ".join(sys.argv[1:])}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
     print(f"\n{args.model}, global batch {args.p}×{args.k}, {report['machine']}\n")
@@ -152,7 +151,7 @@ def report_precision(args, cores: int) -> int:
         result["vs_float32"] = result["images_per_second"] / base
     report = {"model": args.model, "global_batch": args.p * args.k, "steps_per_epoch": args.steps,
               "epochs": args.epochs, "machine": f"{platform.machine()}, {cores} cores, no GPU", "modes": modes,
-              "command": "python experiments/bench_train.py " + " ".join(sys.argv[1:])}
+              "command": "python -m experiments.bench_train " + " ".join(sys.argv[1:])}
     path = args.json or RESULTS / "bench_train_precision.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1))

@@ -1,6 +1,6 @@
 """The whole lifecycle on the embedded defaults, stage by stage, ending in a summary table.
 
-    python experiments/lifecycle.py --people ../shared/data/lfw_mini    # --config: see default_config()
+    python -m experiments.lifecycle --people ../shared/data/lfw_mini    # --config: see default_config()
 
 prepare (detect + align) -> train on Ray -> evaluate -> export for TF-Serving -> enrol people
 one-shot (one photo each, from ``--people``, an identity folder of people *not* in the training
@@ -27,10 +27,9 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import trainer  # noqa: E402,F401  (tf-keras before TensorFlow)
-from trainer import config as config_lib, console, ray_setup, train  # noqa: E402
-from trainer.align import IMAGE_EXTENSIONS  # noqa: E402
+import trainer  # noqa: F401  (tf-keras before TensorFlow)
+from trainer import config as config_lib, console, ray_setup, train
+from trainer.align import IMAGE_EXTENSIONS
 
 
 def stage(title: str) -> None:

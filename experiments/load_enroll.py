@@ -1,6 +1,6 @@
 """Load test: concurrent `enroll add-person` and `enroll identify` processes against one gallery.
 
-    python experiments/load_enroll.py --home HOME --photos DIR --seconds 60 [--adders 8 --identifiers 8]
+    python -m experiments.load_enroll --home HOME --photos DIR --seconds 60 [--adders 8 --identifiers 8]
                                       [--out experiments/results/load_enroll.json]
 
 Each adder is its own OS process that calls the `enroll` entry point in-process, stdout and stderr
@@ -44,7 +44,6 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the checkout's enroll/, as the other experiments do (spawned workers inherit it)
 STRANGERS = 40  # photos no adder enrols: identify must also answer for people not in the gallery
 STRANGER_SHARE = 0.1  # share of identify calls that ask about a stranger
 NO_FACE = re.compile(r"no face found\)?$")  # add-person: "...(x.jpg: no face found)"; identify: "x.jpg: no face found"

@@ -1,7 +1,7 @@
 """Full retraining (N, N_prim) versus warm-start adaptive retraining (N_adpt) when the people change.
 
-    python experiments/warm_vs_full.py --config experiments/warm_vs_full.yaml
-    python experiments/warm_vs_full.py --config experiments/smoke.yaml --new 4      # a quick look
+    python -m experiments.warm_vs_full --config experiments/warm_vs_full.yaml
+    python -m experiments.warm_vs_full --config experiments/smoke.yaml --new 4      # a quick look
 
 The seed documents' experiment, on real faces:
   (1) train from scratch on a base set of identities                       -> {w}_orig, N
@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import trainer  # noqa: E402,F401  (tf-keras before TensorFlow)
-from trainer import checkpoints, config as config_lib, train, tracking  # noqa: E402
-from trainer.prepare import list_identity_folder  # noqa: E402
-from trainer.splits import Split, shard_paths, split_identities  # noqa: E402
+import trainer  # noqa: F401  (tf-keras before TensorFlow)
+from trainer import checkpoints, config as config_lib, train, tracking
+from trainer.prepare import list_identity_folder
+from trainer.splits import Split, shard_paths, split_identities
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOLERANCE = 0.005  # "equal accuracy": within half a point
@@ -161,7 +160,7 @@ def main() -> int:
                "reached_target": all(runs[2]["final"][k] >= prim[k] - TOLERANCE for k in ("val_accuracy", "new_accuracy")),
                "old_not_worse": runs[2]["final"]["old_accuracy"] >= runs[0]["final"]["old_accuracy"] - TOLERANCE,
                "target": {"mode": args.target, "val_accuracy": prim["val_accuracy"], "new_accuracy": prim["new_accuracy"]},
-               "command": "python experiments/warm_vs_full.py " + " ".join(sys.argv[1:])}
+               "command": "python -m experiments.warm_vs_full " + " ".join(sys.argv[1:])}
     (args.results / f"{stem}.json").write_text(json.dumps(summary, indent=1))
     (args.results / f"{stem}.md").write_text(table(runs) + "\n")
     tracking.start(tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.experiment, "", run_id=parent_id)

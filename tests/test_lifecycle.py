@@ -1,4 +1,4 @@
-"""The README's main command, ``experiments/lifecycle.py``, run as a user runs it (small config).
+"""The README's main command, ``python -m experiments.lifecycle``, run as a user runs it (small config).
 
 Tiny model on synthetic faces instead of nn4_small2 on CelebA, LFW people enrolled one-shot, the
 retraining job submitted, as by default, to a local Ray head the command starts (and must stop),
@@ -33,7 +33,7 @@ MARK = "FACENET_LIFECYCLE_TEST_MARK"  # inherited by every process the command s
 
 
 def lifecycle(*argv, timeout=900, mark=""):
-    return subprocess.run([sys.executable, "experiments/lifecycle.py", *argv], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "experiments.lifecycle", *argv], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, MARK: mark})
 
 

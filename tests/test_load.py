@@ -24,7 +24,7 @@ def test_eight_adders_and_eight_identifiers_lose_nothing(home, shared_data, tmp_
     with SqliteGallery(copy) as g:
         before = {n for n, _ in g.list_people()}
     out = tmp_path / "load.json"
-    result = subprocess.run([sys.executable, "experiments/load_enroll.py", "--home", str(copy), "--photos",
+    result = subprocess.run([sys.executable, "-m", "experiments.load_enroll", "--home", str(copy), "--photos",
                              str(shared_data / "celeba299"), "--seconds", str(SECONDS), "--adders", "8",
                              "--identifiers", "8", "--out", str(out)],
                             cwd=REPO, capture_output=True, text=True, timeout=420)

@@ -1,6 +1,6 @@
 """The MLflow UI shows the warm-vs-full experiment: a browser test of the comparison page.
 
-``experiments/warm_vs_full.py`` runs (as a user would, in a subprocess) with the tiny model on
+``python -m experiments.warm_vs_full`` runs (as a user would, in a subprocess) with the tiny model on
 synthetic faces into a temporary sqlite store; ``mlflow ui`` serves that store, and headless
 Chromium (Debian's ``chromium`` + ``chromedriver``, installed by ``.ci/install-browser.sh``)
 opens the run comparison of N, N_prim and N_adpt. The test asserts the three runs and their
@@ -52,7 +52,7 @@ def store(synthetic_root, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"MLFLOW_TRACKING_URI": uri}
     # --work/--results in tmp: the committed experiments/results/ must not be overwritten.
     result = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "warm_vs_full.py"), "--config", str(work / "config.yaml"),
+        [sys.executable, "-m", "experiments.warm_vs_full", "--config", str(work / "config.yaml"),
          "--new", "2", "--work", str(work / "work"), "--results", str(work / "results")],
         cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
