@@ -28,54 +28,12 @@ from pathlib import Path
 import yaml
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
+from experiments.lifecycle_probes import identify_all, photos_of, probes_of
 from trainer import config as config_lib, console, ray_setup, train
-from trainer.align import IMAGE_EXTENSIONS
 
 
 def stage(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
-
-
-def _photos(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def probes_of(people: list[Path], strangers: int) -> list[tuple[str | None, Path]]:
-    """Every enrolled person's photos but the first (their enrolment photo), then every photo of the
-    first ``strangers`` people (never enrolled: expected None)."""
-    return ([(folder.name, p) for folder in people[strangers:] for p in _photos(folder)[1:]]
-            + [(None, p) for folder in people[:strangers] for p in sorted(folder.iterdir())])
-
-
-def identify_all(home: Path, probes: list[tuple[str | None, Path]]) -> dict:
-    """Identify every probe photo (expected name, or None for a stranger); accuracies and latency."""
-    from enroll.gallery import GalleryError
-    from enroll.service import identify
-    from enroll.store import SqliteGallery
-
-    known_hits = known_rank1 = known = strangers_rejected = strangers = 0
-    latencies = []
-    with SqliteGallery(home) as gallery:
-        for expected, path in probes:
-            started = time.perf_counter()
-            try:
-                answer = identify(gallery, home, path)
-                name, nearest = answer["name"], (answer["candidates"] or [{"name": None}])[0]["name"]
-            except GalleryError:
-                continue  # no usable face in this probe photo
-            latencies.append(time.perf_counter() - started)
-            if expected is None:
-                strangers += 1
-                strangers_rejected += name == "unknown"
-            else:
-                known += 1
-                known_hits += name == expected
-                known_rank1 += nearest == expected  # nearest person, whatever the threshold says
-    latencies.sort()
-    return {"known_identified": known_hits / max(known, 1), "known_rank1": known_rank1 / max(known, 1),
-            "known_probes": known,
-            "strangers_rejected": strangers_rejected / max(strangers, 1), "stranger_probes": strangers,
-            "identify_p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else float("nan")}
 
 
 def full_retraining(cfg, retrain_plan: dict, base_plan: dict) -> dict:
@@ -204,11 +162,6 @@ def main(argv: list[str] | None = None) -> int:
 def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: console.Capture) -> int:
     """Stages 1-10 and the summary; ``ray_address`` is the cluster the user gave for jobs, if any."""
     from enroll.gallery import GalleryError
-    from enroll.settings import init_production
-    from enroll.retrain import submit_retrain, wait_for
-    from enroll.service import add_person
-    from enroll.store import SqliteGallery
-    from serving.export import main as export_main
     from trainer.prepare import DatasetError
 
     try:
@@ -219,23 +172,64 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
         print(f"error: {exc}", file=sys.stderr)
         return 2
     results = train.run_tracked(plan, cfg)
-
-    stage("4. production model and TF-Serving export")
-    init_production(plan["run_dir"], home, args.far_target)
-    export_main(["--home", str(home)])
-
-    stage(f"5. enrol {len(people) - args.strangers} people one-shot")
-    enrolled, strangers = people[args.strangers:], people[:args.strangers]
-    with SqliteGallery(home) as gallery:
-        for folder in enrolled:
-            started = time.perf_counter()
-            report = add_person(gallery, home, folder.name, _photos(folder)[:1], allow_several=True)
-            print(f"  {folder.name}: {report['faces_added']} face in {1000 * (time.perf_counter() - started):.0f} ms")
+    publish_production(plan, home, args.far_target)
+    enrol_one_shot(home, people[args.strangers:])
     probes = probes_of(people, args.strangers)
 
     stage("6. identify enrolled people and strangers")
     before = identify_all(home, probes)
     print(json.dumps(before))
+    finished = warm_start_retraining(home, ray_address, log)
+    stage("9. identify again")
+    after = identify_all(home, probes)
+    print(json.dumps(after))
+
+    retrained = sorted(Path(home / "runs").glob("retrain-job*/results.json"))
+    retrain_results = json.loads(retrained[0].read_text()) if retrained else {}
+    prim_results = {}
+    if retrained and not args.skip_full_retrain:
+        stage("10. for comparison: full retraining from scratch on the same changed data (N_prim)")
+        prim_results = full_retraining(cfg, json.loads((retrained[0].parent / "plan.json").read_text()), plan)
+    summary = {"run": plan["run_dir"], "home": str(home), "test": results.get("test", {}), "before": before,
+               "after": after, "retrain_job": {"state": finished.state, "detail": finished.detail,
+                                               "gate": finished.result.get("gate")},
+               "N": results["compute"], "N_adpt": retrain_results.get("compute", {}),
+               "N_prim": prim_results.get("compute", {}),
+               "test_accuracy": {"N": results.get("test", {}).get("accuracy"),
+                                 "N_adpt": retrain_results.get("test", {}).get("accuracy"),
+                                 "N_prim": prim_results.get("test", {}).get("accuracy")}}
+    (home / "lifecycle.json").write_text(json.dumps(summary, indent=1, default=str))
+    print_summary(summary, plan, cfg, log)
+    return 0 if finished.state in ("succeeded", "rejected") else 1  # a gate refusing a worse model is the system working
+
+
+def publish_production(plan: dict, home: Path, far_target: float) -> None:
+    """Stage 4: the base run becomes the home's production model (τ at ``far_target``), exported for TF-Serving."""
+    from enroll.settings import init_production
+    from serving.export import main as export_main
+
+    stage("4. production model and TF-Serving export")
+    init_production(plan["run_dir"], home, far_target)
+    export_main(["--home", str(home)])
+
+
+def enrol_one_shot(home: Path, enrolled: list[Path]) -> None:
+    """Stage 5: each person of ``enrolled`` from their first photo."""
+    from enroll.service import add_person
+    from enroll.store import SqliteGallery
+
+    stage(f"5. enrol {len(enrolled)} people one-shot")
+    with SqliteGallery(home) as gallery:
+        for folder in enrolled:
+            started = time.perf_counter()
+            report = add_person(gallery, home, folder.name, photos_of(folder)[:1], allow_several=True)
+            print(f"  {folder.name}: {report['faces_added']} face in {1000 * (time.perf_counter() - started):.0f} ms")
+
+
+def warm_start_retraining(home: Path, ray_address: str, log: console.Capture):
+    """Stages 7-8: the retraining job the enrolments call for, on ``ray_address`` or a local Ray
+    head started for it (and stopped after it); the finished job (enroll.gallery.Job)."""
+    from enroll.retrain import submit_retrain, wait_for
 
     stage("7-8. warm-start retraining (a Ray job) and promotion")
     if not ray_address:
@@ -253,43 +247,28 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
         from enroll.gate import describe
 
         print("promotion gate, production -> candidate:\n  " + "\n  ".join(describe(finished.result["gate"])))
+    return finished
 
-    stage("9. identify again")
-    after = identify_all(home, probes)
-    print(json.dumps(after))
 
-    retrained = sorted(Path(home / "runs").glob("retrain-job*/results.json"))
-    retrain_results = json.loads(retrained[0].read_text()) if retrained else {}
-    prim_results = {}
-    if retrained and not args.skip_full_retrain:
-        stage("10. for comparison: full retraining from scratch on the same changed data (N_prim)")
-        prim_results = full_retraining(cfg, json.loads((retrained[0].parent / "plan.json").read_text()), plan)
-    full, prim, adapt = results["compute"], prim_results.get("compute", {}), retrain_results.get("compute", {})
-    summary = {"run": plan["run_dir"], "home": str(home), "test": results.get("test", {}), "before": before,
-               "after": after, "retrain_job": {"state": finished.state, "detail": finished.detail,
-                                               "gate": finished.result.get("gate")},
-               "N": full, "N_adpt": adapt, "N_prim": prim,
-               "test_accuracy": {"N": results.get("test", {}).get("accuracy"),
-                                 "N_adpt": retrain_results.get("test", {}).get("accuracy"),
-                                 "N_prim": prim_results.get("test", {}).get("accuracy")}}
-    (home / "lifecycle.json").write_text(json.dumps(summary, indent=1, default=str))
+def print_summary(summary: dict, plan: dict, cfg, log: console.Capture) -> None:
+    """The summary tables (identification before/after retraining; N vs N_prim vs N_adpt) and where to look."""
+    before, after, full = summary["before"], summary["after"], summary["N"]
     stage("summary")
     print("| | before retraining | after retraining |\n| --- | ---: | ---: |")
     for key in ("known_identified", "known_rank1", "strangers_rejected", "identify_p50_ms"):
         print(f"| {key} | {before[key]:.3f} | {after[key]:.3f} |")
     print("\n| run | steps | train FLOPs | seconds | test accuracy | FLOPs vs N |\n| --- | ---: | ---: | ---: | ---: | ---: |")
-    for label, compute in (("N (base training)", full), ("N_prim (full retraining)", prim),
-                           ("N_adpt (warm start)", adapt)):
+    for label, compute in (("N (base training)", full), ("N_prim (full retraining)", summary["N_prim"]),
+                           ("N_adpt (warm start)", summary["N_adpt"])):
         if compute:
             accuracy = summary["test_accuracy"][label.split()[0]]
             print(f"| {label} | {compute['steps']} | {compute['train_flops']:.3g} | {compute['wall_seconds']:.0f} | "
                   f"{'–' if accuracy is None else f'{accuracy:.3f}'} | {compute['train_flops'] / full['train_flops']:.3f} |")
-    print(f"\nretraining job {finished.state}")
-    print(f"test split: accuracy {results.get('test', {}).get('accuracy', float('nan')):.3f}; "
+    print(f"\nretraining job {summary['retrain_job']['state']}")
+    print(f"test split: accuracy {summary['test'].get('accuracy', float('nan')):.3f}; "
           f"MLflow: mlflow ui --backend-store-uri {plan['tracking_uri']}  (experiment '{cfg.mlflow.experiment}')")
-    print(f"everything: {home} (summary in lifecycle.json)")
+    print(f"everything: {summary['home']} (summary in lifecycle.json)")
     print(f"full log: {log.path}")
-    return 0 if finished.state in ("succeeded", "rejected") else 1  # a gate refusing a worse model is the system working
 
 
 if __name__ == "__main__":
