@@ -31,7 +31,7 @@ import math
 import os
 import re
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from enroll.gallery import GalleryError
@@ -56,9 +56,6 @@ class Settings:
     promotion_min_new_rank1: float = 0.0
     far_target: float = DEFAULT_FAR_TARGET
     ray_address: str = ""
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def load_settings(home: str | Path) -> Settings:

@@ -27,11 +27,7 @@ from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, J
 from enroll.memory import InMemoryGallery
 from enroll.schema import connect, create_schema, needs_schema
 
-__all__ = ["SqliteGallery", "InMemoryGallery", "GalleryError", "open_gallery"]
-
-
-def open_gallery(home: str | Path) -> "SqliteGallery":
-    return SqliteGallery(home)
+__all__ = ["SqliteGallery", "InMemoryGallery", "GalleryError"]
 
 
 def _face(row) -> Face:
