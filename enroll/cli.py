@@ -25,7 +25,7 @@ from pathlib import Path
 
 from enroll.commands import COMMANDS, photo_lines
 from enroll.gallery import GalleryError
-from enroll.models import resolve_home
+from enroll.home import resolve_home
 from trainer import cliargs
 
 TF_COMMANDS = {"init", "add-person", "identify", "verify", "remove-person"}  # remove-person re-exports served galleries

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from enroll.gallery import GalleryError
+from enroll.home import gallery_db, settings_file
 from enroll.memory import InMemoryGallery
 from trainer.cliargs import one_line as _line
 
@@ -22,7 +23,7 @@ def _gallery(home: Path, create: bool = False):
     so that `enroll list --home typo/` does not create directories."""
     from enroll.store import SqliteGallery
 
-    if create or (home / "gallery.db").exists():
+    if create or gallery_db(home).exists():
         return SqliteGallery(home)
     return InMemoryGallery()
 
@@ -47,7 +48,7 @@ def cmd_init(args, home, notes):
             "far_target": meta["far_target"], "calibration": c, "faces_embedded": faces, "home": str(home)}, [
         f"production model: version {version} ({meta['model_name']}, {meta['image_size']} px) in {home}",
         f"τ = {meta['threshold']:.4f} ({how}; {c['pairs']} {c['split']} pairs); every promotion recalibrates "
-        f"at FAR {meta['far_target']:g} (far_target in {home / 'enroll.yaml'})",
+        f"at FAR {meta['far_target']:g} (far_target in {settings_file(home)})",
         f"embedded {faces} enrolled faces with it"]
 
 

@@ -22,6 +22,8 @@ import os
 import shutil
 from pathlib import Path
 
+from enroll import home as layout
+
 PEOPLE_IN_SERVED_VERSION = "people/.ATTRIBUTES/VARIABLE_VALUE"
 
 
@@ -36,7 +38,7 @@ def forget(home: Path, name: str) -> dict:
 
 
 def _retraining_exports(home: Path, name: str) -> int:
-    folders = [f for f in (home / "retrain").glob("job-*/people/*") if f.name == name]
+    folders = [f for f in layout.retraining_exports(home) if f.name == name]
     for folder in folders:
         shutil.rmtree(folder)
     return len(folders)
@@ -46,7 +48,7 @@ def _retraining_data(home: Path) -> tuple[set[Path], set[str]]:
     """The caches the home's retraining runs prepared their data in, and the export folders they
     read (from the runs' plans: the paths as they were, should the home have moved since)."""
     caches, exports = set(), set()
-    for plan_file in (home / "runs").glob("*/plan.json"):
+    for plan_file in layout.runs_dir(home).glob("*/plan.json"):
         data = json.loads(plan_file.read_text()).get("config", {}).get("data", {})
         if data.get("cache_dir"):
             caches.add(Path(data["cache_dir"]))
@@ -57,7 +59,7 @@ def _retraining_data(home: Path) -> tuple[set[Path], set[str]]:
 
 def _aligned_shards(home: Path, name: str) -> set[str]:
     """Delete the person's shards made from this home's exports; returns their paths."""
-    here = str((home / "retrain").resolve()) + os.sep
+    here = str(layout.retrain_dir(home).resolve()) + os.sep
     caches, exports = _retraining_data(home)
     removed = set()
     for cache in caches:
@@ -79,7 +81,7 @@ def _aligned_shards(home: Path, name: str) -> set[str]:
 def _run_plans(home: Path, shards: set[str]) -> int:
     """Drop deleted shards from the plans that list them, locally and in MLflow."""
     rewritten = 0
-    for plan_file in (home / "runs").glob("*/plan.json"):
+    for plan_file in layout.runs_dir(home).glob("*/plan.json"):
         plan = json.loads(plan_file.read_text())
         lists = [plan.get("shards", {}), plan.get("eval_sets", {})]
         if not any(shard in paths for group in lists for paths in group.values() for shard in shards):
@@ -111,7 +113,7 @@ def _served_versions(home: Path, name: str) -> dict:
     from serving.export import export_home
 
     deleted = exported = 0
-    for model_dir in sorted(p for p in (home / "serving").glob("*") if p.is_dir()):
+    for model_dir in sorted(p for p in layout.serving_dir(home).glob("*") if p.is_dir()):
         naming = [v for v in versions.list_versions(model_dir.parent, model_dir.name)
                   if name in served_people(model_dir / str(v))]
         if not naming:

@@ -1,19 +1,16 @@
 """Production models: register a trained run as version N, calibrate τ, switch PRODUCTION safely.
 
-Layout (enroll/layout.md): ``models/<N>/model`` (Keras SavedModel) + ``models/<N>/meta.json`` and a
-``PRODUCTION`` file holding N. ``register_run`` fills in every enrolled face's embedding for N
-*before* PRODUCTION names N, and makes the switch under the gallery's write lock once no face
-lacks a version-N vector, while enrolments check (``guard``) that the model they embedded with is
-still the production one. Hence every face always has a vector for the production version and
-identify never compares vectors of two models.
+Layout (enroll/layout.md; its paths and files are enroll/home.py's): ``models/<N>/model`` (Keras
+SavedModel) + ``models/<N>/meta.json`` and a ``PRODUCTION`` file holding N. ``register_run`` fills
+in every enrolled face's embedding for N *before* PRODUCTION names N, and makes the switch under
+the gallery's write lock once no face lacks a version-N vector, while enrolments check (``guard``)
+that the model they embedded with is still the production one. Hence every face always has a
+vector for the production version and identify never compares vectors of two models.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
-import uuid
 import warnings
 from pathlib import Path
 
@@ -22,8 +19,10 @@ import numpy as np
 import enroll  # noqa: F401  (tf-keras before TensorFlow)
 from enroll.crops import decode_png
 from enroll.gallery import GalleryError
+from enroll.home import (production_file, read_meta, read_production, saved_model_dir, store_version,
+                         write_production)
+from enroll.home import resolve_home  # noqa: F401  (callers resolved homes here before enroll/home.py)
 
-DEFAULT_HOME = ".facenet"
 _LOADED: dict[Path, tuple[int, dict, object]] = {}  # home -> (version, meta, model), per process
 
 
@@ -35,17 +34,11 @@ class StaleModel(GalleryError):
     """The production model changed while an enrolment was computing its embeddings."""
 
 
-def resolve_home(home: str | os.PathLike | None = None) -> Path:
-    return Path(home or os.environ.get("FACENET_HOME") or DEFAULT_HOME).expanduser().resolve()
-
-
 def production_version(home) -> int | None:
     try:
-        return int((resolve_home(home) / "PRODUCTION").read_text().strip())
-    except FileNotFoundError:
-        return None
+        return read_production(resolve_home(home))
     except ValueError:
-        raise ModelError(f"{resolve_home(home) / 'PRODUCTION'} does not hold a version number") from None
+        raise ModelError(f"{production_file(resolve_home(home))} does not hold a version number") from None
 
 
 def production_meta(home) -> tuple[int, dict]:
@@ -55,7 +48,7 @@ def production_meta(home) -> tuple[int, dict]:
     if version is None:
         raise ModelError(f"no production model in {home} yet: run `enroll init --run RUN_DIR` first")
     try:
-        return version, json.loads((home / "models" / str(version) / "meta.json").read_text())
+        return version, read_meta(home, version)
     except (OSError, ValueError) as exc:
         raise ModelError(f"production model {version} is unreadable ({exc.__class__.__name__}); "
                          "register a run again with `enroll init --run RUN_DIR`") from None
@@ -71,7 +64,7 @@ def production(home) -> tuple[int, dict, object]:
     version, meta = production_meta(home)
     cached = _LOADED.get(home)
     if cached is None or cached[0] != version:
-        model = keras.models.load_model(str(home / "models" / str(version) / "model"), compile=False)
+        model = keras.models.load_model(str(saved_model_dir(home, version)), compile=False)
         _LOADED[home] = cached = (version, meta, model)
     return cached
 
@@ -156,10 +149,10 @@ def register_run(run_dir, home=None, far_target: float = 1e-3, gallery=None, gal
                 "source_run": str(Path(run_dir).resolve()), "source_checkpoint": str(checkpoint),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "gallery_version": int(plan.get("gallery_version", 0) if gallery_version is None else gallery_version)}
-        version = _store_model(home / "models", model, meta)
+        version = store_version(home, model, meta)
         for _ in range(20):  # each pass embeds faces enrolled meanwhile; normally one pass
-            backfill(gallery, version, model, meta["image_size"], home / "models" / str(version) / "model")
-            if gallery.switch_if_complete(version, lambda: _write_production(home, version)):
+            backfill(gallery, version, model, meta["image_size"], saved_model_dir(home, version))
+            if gallery.switch_if_complete(version, lambda: write_production(home, version)):
                 return version
         raise ModelError(f"could not complete embeddings for version {version}: enrolments keep arriving "
                          "or crops are missing; run `enroll status` and try again")
@@ -215,31 +208,3 @@ def _ray_is_up() -> bool:
     except ImportError:
         return False
     return ray.is_initialized()
-
-
-def _store_model(models_dir: Path, model, meta: dict) -> int:
-    """Save under a staging name, then claim the next free version by renaming: a rename onto an
-    existing version directory fails, so two registrations never share a number."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    staging = models_dir / f".staging-{uuid.uuid4().hex[:8]}"
-    model.save(str(staging / "model"), include_optimizer=False, save_format="tf")
-    taken = [int(p.name) for p in models_dir.iterdir() if p.name.isdigit()]
-    version = max(taken, default=0) + 1
-    while True:
-        (staging / "meta.json").write_text(json.dumps({"version": version, **meta}, indent=1))
-        try:
-            os.rename(staging, models_dir / str(version))
-            return version
-        except OSError:
-            if not (models_dir / str(version)).exists():
-                raise
-            version += 1
-
-
-def _write_production(home: Path, version: int) -> None:
-    tmp = home / f"PRODUCTION.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as f:
-        f.write(f"{version}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, home / "PRODUCTION")  # readers see the old number or the new one, never half

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import enroll  # noqa: F401  (tf-keras before TensorFlow)
+from enroll import home as layout
 
 
 def register_champion(plan: dict, production_version: int) -> str:
@@ -82,17 +83,17 @@ def run_retrain(home: Path, job_id: int) -> dict:
         source = json.loads((Path(meta["source_run"]) / "plan.json").read_text())
         changed = sorted({c.name for c in gallery.changes_since(meta.get("gallery_version", 0))
                           if c.name and gallery.get(c.name) is not None})
-        work = home / "retrain" / f"job-{job_id}"
-        gallery_version, _ = export_people(gallery, work / "people")
+        people = layout.retrain_people_dir(home, job_id)
+        gallery_version, _ = export_people(gallery, people)
 
         cfg = config_lib.from_dict(source["config"])
         target = _last_val_accuracy(Path(meta["source_run"]))
-        cfg.data.extra_source = str(work / "people")
+        cfg.data.extra_source = str(people)
         cfg.train.epochs, cfg.train.steps_per_epoch = settings.retrain_epochs, settings.retrain_steps_per_epoch
         cfg.train.learning_rate *= settings.retrain_learning_rate_scale
         cfg.train.warmup_epochs = 0
         cfg.train.stop_when = f"val_accuracy>={target - settings.promotion_max_drop:.4f}" if target else ""
-        cfg.train.out_dir, cfg.train.run_name = str(home / "runs"), f"retrain-job{job_id}-from-v{version}"
+        cfg.train.out_dir, cfg.train.run_name = str(layout.runs_dir(home)), f"retrain-job{job_id}-from-v{version}"
         cfg.eval.benchmarks = []  # the base run's figures; a retraining is judged by the gate
         keep_or_drop_teacher(cfg)
         plan = train.plan_run(cfg, None, split=Split(**source["split"]))
@@ -122,7 +123,7 @@ def run_retrain(home: Path, job_id: int) -> dict:
         gallery.update_job(job_id, "failed", (str(exc).splitlines() or [type(exc).__name__])[0][:300])
         raise
     finally:
-        forget_removed_meanwhile(home, gallery, home / "retrain" / f"job-{job_id}" / "people")
+        forget_removed_meanwhile(home, gallery, layout.retrain_people_dir(home, job_id))
         gallery.close()
 
 

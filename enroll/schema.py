@@ -43,6 +43,10 @@ ADDED_COLUMNS = [
     ("faces", "held_out", "INTEGER NOT NULL DEFAULT 0"),  # v2: existing faces are not held out
     ("jobs", "result", "TEXT NOT NULL DEFAULT '{}'"),     # v2: existing jobs have no recorded figures
 ]
+# (name, vector) of every face embedded by model version ?, by person then face: the gallery as
+# identify and the serving export see it (one query, for the store and the home's read-only reader).
+EMBEDDING_ROWS = ("SELECT p.name, e.vector FROM embeddings e JOIN faces f ON f.id = e.face_id "
+                  "JOIN people p ON p.id = f.person_id WHERE e.model_version = ? ORDER BY p.name, f.id")
 
 
 def connect(path: str | Path) -> sqlite3.Connection:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from enroll.gallery import GalleryError
+from enroll.home import settings_file
 
 DEFAULT_FAR_TARGET = 1e-3
 _FINITE = ("promotion_max_drop", "promotion_max_identified_drop", "promotion_max_rank1_drop",
@@ -61,7 +62,7 @@ class Settings:
 def load_settings(home: str | Path) -> Settings:
     from trainer.config import ConfigError, apply_fields, read_mapping
 
-    path = Path(home) / "enroll.yaml"
+    path = settings_file(home)
     settings = Settings()
     if path.exists():
         try:
@@ -92,7 +93,7 @@ def record_far_target(home: str | Path, far_target: float) -> None:
     """
     import yaml
 
-    path = Path(home) / "enroll.yaml"
+    path = settings_file(home)
     raw = path.read_bytes() if path.exists() else b""
     current = yaml.safe_load(raw) if raw.strip() else {}
     wanted = {**(current if isinstance(current, dict) else {}), "far_target": float(far_target)}
@@ -118,7 +119,7 @@ def init_production(run_dir, home: str | Path, far_target: float | None = None) 
     home = Path(home)
     policy = load_settings(home)  # a broken enroll.yaml is refused before anything changes
     far_target = check_far_target(policy.far_target if far_target is None else far_target, "--far-target")
-    path, existed = home / "enroll.yaml", home.exists()
+    path, existed = settings_file(home), home.exists()
     before = path.read_bytes() if path.exists() else None
     version = production_version(home) if existed else None
     home.mkdir(parents=True, exist_ok=True)

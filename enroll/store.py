@@ -25,7 +25,8 @@ from enroll.crops import CropFiles
 from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, Job, Person, check_new_faces,
                             check_presence, crop_sha, held_out_row, validate_name)
 from enroll.memory import InMemoryGallery
-from enroll.schema import connect, create_schema, needs_schema
+from enroll.home import crops_dir, gallery_db
+from enroll.schema import EMBEDDING_ROWS, connect, create_schema, needs_schema
 
 __all__ = ["SqliteGallery", "InMemoryGallery", "GalleryError"]
 
@@ -38,9 +39,9 @@ class SqliteGallery:
     def __init__(self, home: str | Path):
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
-        self.crops = CropFiles(self.home / "crops")
+        self.crops = CropFiles(crops_dir(self.home))
         self._lock = threading.RLock()
-        self._db = connect(self.home / "gallery.db")
+        self._db = connect(gallery_db(self.home))
         if needs_schema(self._db):
             with self._write() as db:
                 create_schema(db)
@@ -149,9 +150,7 @@ class SqliteGallery:
     # ------------------------------------------------------------------------- embeddings
     def embeddings(self, model_version) -> tuple[list[str], np.ndarray]:
         with self._read() as db:
-            rows = db.execute("SELECT p.name, e.vector FROM embeddings e JOIN faces f ON f.id = e.face_id "
-                              "JOIN people p ON p.id = f.person_id WHERE e.model_version = ? "
-                              "ORDER BY p.name, f.id", (int(model_version),)).fetchall()
+            rows = db.execute(EMBEDDING_ROWS, (int(model_version),)).fetchall()
         if not rows:
             return [], np.zeros((0, 0), np.float32)
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)

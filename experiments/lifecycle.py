@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
+from enroll.home import runs_dir, settings_file
 from experiments.lifecycle_probes import identify_all, photos_of, probes_of
 from trainer import config as config_lib, console, ray_setup, train
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         home = (args.home or Path(".facenet") / f"lifecycle-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
         home.mkdir(parents=True, exist_ok=True)
         # enroll.yaml is the home's policy; stage 4 (enroll init) records --far-target in it.
-        (home / "enroll.yaml").write_text(yaml.safe_dump({k: yaml.safe_load(str(v)) for k, v in policy.items()}))
+        settings_file(home).write_text(yaml.safe_dump({k: yaml.safe_load(str(v)) for k, v in policy.items()}))
         settings = load_settings(home)  # unknown or ill-typed settings are refused now, not after training
     except (config_lib.ConfigError, DatasetError, GalleryError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -184,7 +185,7 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
     after = identify_all(home, probes)
     print(json.dumps(after))
 
-    retrained = sorted(Path(home / "runs").glob("retrain-job*/results.json"))
+    retrained = sorted(runs_dir(home).glob("retrain-job*/results.json"))
     retrain_results = json.loads(retrained[0].read_text()) if retrained else {}
     prim_results = {}
     if retrained and not args.skip_full_retrain:
