@@ -7,6 +7,7 @@ thresholds returned by one function mean the same thing in every other.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
@@ -213,20 +214,31 @@ def val_at_far(dist, same, folds, far_target: float = 1e-3) -> ValAtFar:
 
 def roc(dist, same) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(fpr, tpr, thresholds)``: one point per distinct distance in ascending order, preceded
-    by ``(0, 0)`` at threshold ``-inf``. Equals ``sklearn.metrics.roc_curve(same, -dist,
-    drop_intermediate=False)`` with negated thresholds."""
+    by ``(0, 0)`` at threshold ``-inf``: ``sklearn.metrics.roc_curve(same, -dist,
+    drop_intermediate=False)`` with negated thresholds (a score is a negated distance). With pairs of
+    one kind only, the other kind's rate is 0 (sklearn's is undefined, nan)."""
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import roc_curve
+
     dist, same = _as_arrays(dist, same)
-    thresholds = np.concatenate([[-np.inf], np.unique(dist)])
-    tpr = np.searchsorted(np.sort(dist[same]), thresholds, side="right") / max(same.sum(), 1)
-    fpr = np.searchsorted(np.sort(dist[~same]), thresholds, side="right") / max((~same).sum(), 1)
-    return fpr, tpr, thresholds
+    if dist.size == 0:  # (sklearn refuses) no pairs: only the curve's start
+        return np.zeros(1), np.zeros(1), np.array([-np.inf])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # one kind only: handled below
+        fpr, tpr, thresholds = roc_curve(same, -dist, drop_intermediate=False)
+    return np.nan_to_num(fpr), np.nan_to_num(tpr), -thresholds
 
 
 def roc_auc(dist, same) -> float:
-    """Area under the ROC (trapezoids; equals the probability that a random matched pair is closer
-    than a random mismatched one, ties counting half)."""
-    fpr, tpr, _ = roc(dist, same)
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    """Area under the ROC: the probability that a random matched pair is closer than a random
+    mismatched one, ties counting half (``sklearn.metrics.roc_auc_score``); 0 with pairs of one
+    kind only, where no such probability exists (the area under ``roc``'s flat curve)."""
+    from sklearn.metrics import roc_auc_score
+
+    dist, same = _as_arrays(dist, same)
+    if same.all() or not same.any():  # sklearn refuses a single class
+        return 0.0
+    return float(roc_auc_score(same, -dist))
 
 
 def equal_error_rate(dist, same) -> float:
