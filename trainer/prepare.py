@@ -4,8 +4,9 @@
     python -m trainer.prepare --source ../shared/data/celeba299 --size 96
 
 The source is an identity-folder root (``root/<identity>/*.jpg|png|pgm``) or ``tfds:<name>``
-(exported once to an identity folder under the cache). One Ray task per identity detects (MTCNN),
-aligns and JPEG-encodes every photo, writing ``<identity>-<fingerprint>.tfrecord``. The
+(exported once to an identity folder under the cache). One Ray task per identity
+(``trainer/identity_shard.py``) detects (MTCNN), aligns and JPEG-encodes every photo, writing
+``<identity>-<fingerprint>.tfrecord``. The
 fingerprint covers the identity's file names, sizes and mtimes plus the alignment settings, so a
 re-run reuses every shard whose inputs did not change and only redoes changed identities; shards no
 manifest uses any more are deleted by ``--prune``. One shard
@@ -25,12 +26,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 from trainer import cliargs
-from trainer.align import IMAGE_EXTENSIONS, FaceAligner, ImageError, read_image, resize_square
+from trainer.align import IMAGE_EXTENSIONS
 from trainer.config import ConfigError, fingerprint
-from trainer.teacher_cache import teacher_cached, teacher_path, write_teacher  # noqa: F401  (teacher_path re-exported)
+from trainer.identity_shard import ALIGNED_STATUSES, align_identity
+from trainer.teacher_cache import teacher_cached, teacher_path  # noqa: F401  (teacher_path re-exported)
 
 ALIGN_VERSION = 2  # bump when alignment output changes, to invalidate caches
 
@@ -70,74 +71,6 @@ def _identity_fingerprint(files: list[Path], size: int, align: bool | str) -> st
     stats = [(p.name, s.st_size, s.st_mtime_ns) for p, s in ((p, p.stat()) for p in files)]
     mode = {True: True, False: False}.get(align, align)  # True/False keep the fingerprints of old caches
     return fingerprint({"files": stats, "size": size, "align": mode, "v": ALIGN_VERSION})
-
-
-def align_identity(identity: str, files: list[str], shard: str, size: int, align: bool | str,
-                   teacher: str = "") -> dict:
-    """Align one identity's photos into ``shard`` (written atomically); return its summary.
-
-    ``align``: True detects and aligns (photos without a face are dropped), False only resizes
-    (already-cropped faces), "prealigned" detects and aligns but resizes a photo MTCNN finds no face
-    in (status "resized"); "detect_or_resize" does the same for photos of any shape (benchmarks,
-    where every photo must be embedded). With ``teacher`` the teacher's embeddings of every kept photo are written
-    beside the shard (``teacher_path``), in the shard's record order.
-    """
-    import cv2
-    import tensorflow as tf
-
-    aligner = FaceAligner(size)
-    model = None
-    if teacher:
-        from trainer.teacher import build_teacher
-
-        model = build_teacher(teacher)
-    images, vectors = [], []
-    tmp = f"{shard}.{os.getpid()}.tmp"  # two runs preparing the same identity at once never share a file
-    with tf.io.TFRecordWriter(tmp) as writer:
-        for path in files:
-            entry = {"source": path, "status": "ok"}
-            view = box = None
-            try:
-                rgb = read_image(path)
-                if align:
-                    result = aligner.align(rgb)
-                    entry["status"], crop, view, box = result.status, result.crop, result.view, result.box
-                    if crop is None and align in ("prealigned", "detect_or_resize"):
-                        entry["status"], crop = "resized", resize_square(rgb, size)
-                        view, box = rgb, (0, 0, rgb.shape[1], rgb.shape[0])
-                else:
-                    crop, view, box = resize_square(rgb, size), rgb, (0, 0, rgb.shape[1], rgb.shape[0])
-            except ImageError as exc:
-                entry.update(status="unreadable", reason=str(exc))
-                crop = None
-            if crop is not None:
-                ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-                writer.write(_example(jpeg.tobytes(), identity, path))
-                if model is not None:
-                    vectors.append(model.embed(view, box))
-                    entry["teacher"] = vectors[-1] is not None
-            images.append(entry)
-    if model is not None:
-        write_teacher(shard, teacher, vectors, model.dim)
-    Path(tmp).rename(shard)
-    summary = {"identity": identity, "shard": Path(shard).name,
-               "aligned": sum(e["status"] in ALIGNED_STATUSES for e in images), "images": images}
-    Path(shard + ".json").write_text(json.dumps(summary))
-    return summary
-
-
-ALIGNED_STATUSES = ("ok", "several_faces", "resized")
-
-
-def _example(jpeg: bytes, identity: str, source: str):
-    import tensorflow as tf
-
-    feature = {
-        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
-        "identity": tf.train.Feature(bytes_list=tf.train.BytesList(value=[identity.encode()])),
-        "source": tf.train.Feature(bytes_list=tf.train.BytesList(value=[source.encode()])),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 def prepare(source: str, cache_dir: str | Path, size: int, align: bool | str = True,

@@ -1,0 +1,83 @@
+"""One identity's photos -> its aligned TFRecord shard: the Ray task of ``trainer.prepare``.
+
+Every kept photo becomes one record (``image``: a 95-quality JPEG of the aligned crop, ``identity``,
+``source``: the photo's path); the shard is written under a temporary name and renamed, so a reader
+never sees half of one, and its summary (every photo's status) is written beside it as
+``<shard>.json``, which is what a re-run reuses.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from trainer.align import FaceAligner, ImageError, read_image, resize_square
+from trainer.teacher_cache import write_teacher
+
+ALIGNED_STATUSES = ("ok", "several_faces", "resized")  # photo statuses that make a record in the shard
+
+
+def align_identity(identity: str, files: list[str], shard: str, size: int, align: bool | str,
+                   teacher: str = "") -> dict:
+    """Align one identity's photos into ``shard`` (written atomically); return its summary.
+
+    ``align``: True detects and aligns (photos without a face are dropped), False only resizes
+    (already-cropped faces), "prealigned" detects and aligns but resizes a photo MTCNN finds no face
+    in (status "resized"); "detect_or_resize" does the same for photos of any shape (benchmarks,
+    where every photo must be embedded). With ``teacher`` the teacher's embeddings of every kept photo are written
+    beside the shard (``teacher_path``), in the shard's record order.
+    """
+    import cv2
+    import tensorflow as tf
+
+    aligner = FaceAligner(size)
+    model = None
+    if teacher:
+        from trainer.teacher import build_teacher
+
+        model = build_teacher(teacher)
+    images, vectors = [], []
+    tmp = f"{shard}.{os.getpid()}.tmp"  # two runs preparing the same identity at once never share a file
+    with tf.io.TFRecordWriter(tmp) as writer:
+        for path in files:
+            entry = {"source": path, "status": "ok"}
+            view = box = None
+            try:
+                rgb = read_image(path)
+                if align:
+                    result = aligner.align(rgb)
+                    entry["status"], crop, view, box = result.status, result.crop, result.view, result.box
+                    if crop is None and align in ("prealigned", "detect_or_resize"):
+                        entry["status"], crop = "resized", resize_square(rgb, size)
+                        view, box = rgb, (0, 0, rgb.shape[1], rgb.shape[0])
+                else:
+                    crop, view, box = resize_square(rgb, size), rgb, (0, 0, rgb.shape[1], rgb.shape[0])
+            except ImageError as exc:
+                entry.update(status="unreadable", reason=str(exc))
+                crop = None
+            if crop is not None:
+                ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+                writer.write(_example(jpeg.tobytes(), identity, path))
+                if model is not None:
+                    vectors.append(model.embed(view, box))
+                    entry["teacher"] = vectors[-1] is not None
+            images.append(entry)
+    if model is not None:
+        write_teacher(shard, teacher, vectors, model.dim)
+    Path(tmp).rename(shard)
+    summary = {"identity": identity, "shard": Path(shard).name,
+               "aligned": sum(e["status"] in ALIGNED_STATUSES for e in images), "images": images}
+    Path(shard + ".json").write_text(json.dumps(summary))
+    return summary
+
+
+
+def _example(jpeg: bytes, identity: str, source: str):
+    import tensorflow as tf
+
+    feature = {
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
+        "identity": tf.train.Feature(bytes_list=tf.train.BytesList(value=[identity.encode()])),
+        "source": tf.train.Feature(bytes_list=tf.train.BytesList(value=[source.encode()])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
