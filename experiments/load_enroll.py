@@ -229,7 +229,7 @@ def report(args, setup: LoadSetup, run: LoadRun) -> dict:
             "model": f"{meta['model_name']} ({meta['image_size']} px), version {setup.version}",
             "machine": f"{os.cpu_count()} CPUs ({platform.machine()})",
             "load_average_1min": {"before": setup.load_before, "after_load": run.load_after},
-            "command": " ".join(["python", *sys.argv]),
+            "command": " ".join(["python", "-m", "experiments.load_enroll", *sys.argv[1:]]),
             "startup_s": run.released - run.spawned, "window_s": window, "verify_s": run.verify_s,
             "people_before": len(setup.before.people), "people_after": len(after.people),
             "add_person": kind_summary(run.adder_logs, window), "identify": kind_summary(run.identify_logs, window),
