@@ -25,7 +25,6 @@ the largest face of group photos, as one enrols from real photos, so that they a
 
 The workers are in ``experiments.load_workers``, the checks and the table in ``experiments.load_report``.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -43,7 +42,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-# Standard library only, here and in the two modules below: every spawned worker imports them.
+# Top-level imports are the standard library only, here and in these two modules: every spawned
+# worker imports them before it starts (TensorFlow comes later, inside the worker).
 from experiments.load_report import GalleryState, LoadRun, kind_summary, load_checks, table
 from experiments.load_workers import STRANGER_SHARE, adder, identifier
 
