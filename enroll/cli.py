@@ -6,6 +6,7 @@
     enroll verify photo.jpg --name "Ada Lovelace"    is it them?
     enroll remove-person "Ada Lovelace"              forget them: crops, embeddings, everywhere
     enroll list | enroll status
+    enroll export-serving [--model-version N]       a new TF-Serving version of the model and gallery
 
 ``--json`` prints one JSON document on stdout instead of text; ``--home DIR`` overrides
 $FACENET_HOME (default ./.facenet). A refusal is one ``error: ...`` line on stderr and a non-zero
@@ -26,9 +27,11 @@ from pathlib import Path
 from enroll.commands import COMMANDS, photo_lines
 from enroll.gallery import GalleryError
 from enroll.home import resolve_home
+from enroll.serving_export import add_parser as add_export_serving_parser
 from trainer import cliargs
 
-TF_COMMANDS = {"init", "add-person", "identify", "verify", "remove-person"}  # remove-person re-exports served galleries
+TF_COMMANDS = {"init", "add-person", "identify", "verify", "remove-person",  # remove-person re-exports served galleries
+               "export-serving"}
 
 
 _Parser = cliargs.ArgumentParser  # argparse would print the usage, then the error: one error line instead
@@ -77,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait at most")
     p.add_argument("--cancel", type=int, metavar="JOB", help="stop retraining job JOB on Ray instead")
     sub.add_parser("status", parents=[common], help="production model, gallery size, class changes, jobs")
+    add_export_serving_parser(sub, common)
     return parser
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from enroll.gallery import GalleryError
 from enroll.home import gallery_db, settings_file
 from enroll.memory import InMemoryGallery
+from enroll.serving_export import cmd_export_serving
 from trainer.cliargs import one_line as _line
 
 
@@ -195,4 +196,5 @@ def _n(count: int, one: str, many: str = "") -> str:
 
 
 COMMANDS = {"init": cmd_init, "add-person": cmd_add_person, "identify": cmd_identify, "verify": cmd_verify,
-            "remove-person": cmd_remove_person, "list": cmd_list, "status": cmd_status, "retrain": cmd_retrain}
+            "remove-person": cmd_remove_person, "list": cmd_list, "status": cmd_status, "retrain": cmd_retrain,
+            "export-serving": cmd_export_serving}

@@ -24,8 +24,6 @@ from pathlib import Path
 
 from enroll import home as layout
 
-PEOPLE_IN_SERVED_VERSION = "people/.ATTRIBUTES/VARIABLE_VALUE"
-
 
 def forget(home: Path, name: str) -> dict:
     """Delete every copy of ``name`` outside the gallery under ``home``; counts of what went."""
@@ -102,15 +100,17 @@ def served_people(version_dir: Path) -> set[str]:
     """The people a TF-Serving version can name (read from its variables, without loading it)."""
     import tensorflow as tf
 
+    from serving.module import PEOPLE_CHECKPOINT_KEY
+
     reader = tf.train.load_checkpoint(str(version_dir / "variables" / "variables"))
-    if PEOPLE_IN_SERVED_VERSION not in reader.get_variable_to_shape_map():
+    if PEOPLE_CHECKPOINT_KEY not in reader.get_variable_to_shape_map():
         return set()
-    return {n.decode() for n in reader.get_tensor(PEOPLE_IN_SERVED_VERSION)}
+    return {n.decode() for n in reader.get_tensor(PEOPLE_CHECKPOINT_KEY)}
 
 
 def _served_versions(home: Path, name: str) -> dict:
+    from enroll.serving_export import export_home
     from serving import versions
-    from serving.export import export_home
 
     deleted = exported = 0
     for model_dir in sorted(p for p in layout.serving_dir(home).glob("*") if p.is_dir()):

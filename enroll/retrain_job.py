@@ -52,11 +52,11 @@ def promote(home: Path, plan: dict, far_target: float, gallery, gallery_version:
     Each step is atomic on its own (a model version appears whole, PRODUCTION is renamed into
     place once every face has its vector, a TF-Serving version is renamed into place whole), so an
     interruption anywhere leaves the production model and the served version each consistent, the
-    served one at most one promotion behind: ``python -m serving.export --home`` catches it up
+    served one at most one promotion behind: ``enroll export-serving`` catches it up
     (tests/test_retrain_faults.py kills it in each of its steps).
     """
     from enroll.models import register_run
-    from serving.export import export_home
+    from enroll.serving_export import export_home
 
     version = register_run(plan["run_dir"], home, far_target, gallery, gallery_version)
     served = export_home(home)

@@ -206,12 +206,12 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
 
 def publish_production(plan: dict, home: Path, far_target: float) -> None:
     """Stage 4: the base run becomes the home's production model (τ at ``far_target``), exported for TF-Serving."""
+    from enroll import cli as enroll_cli
     from enroll.settings import init_production
-    from serving.export import main as export_main
 
     stage("4. production model and TF-Serving export")
     init_production(plan["run_dir"], home, far_target)
-    export_main(["--home", str(home)])
+    enroll_cli.main(["export-serving", "--home", str(home)])
 
 
 def enrol_one_shot(home: Path, enrolled: list[Path]) -> None:

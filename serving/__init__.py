@@ -1,7 +1,10 @@
 """TF-Serving export (versioned SavedModels with embed / identify signatures) and clients.
 
+A library: it is handed a Keras model and a gallery (names, vectors) and knows nothing of where
+they came from; enroll reads its home and calls it (layering: trainer <- serving <- enroll).
+
 module.py          the exported tf.Module and its signatures
-export.py          export() / load_gallery() / ``python -m serving.export``
+export.py          export() / ``python -m serving.export --run`` (a training run, empty gallery)
 versions.py        <base>/<name>/<version>/ layout, atomic publication
 models_config.py   TF-Serving's --model_config_file
 protocol.py        what all clients share (ServingError, retries, Identification)

@@ -1,10 +1,14 @@
-"""Export an embedding model (+ an enrolled gallery) as a new TF-Serving version.
+"""Export an embedding model (+ a gallery) as a new TF-Serving version.
 
-    python -m serving.export --run runs/<run> --base-path exports [--name facenet]
-    python -m serving.export --home $FACENET_HOME        # production model + its gallery
+    python -m serving.export --run runs/<run> --base-path exports [--name facenet]   # empty gallery
 
-writes ``<base>/<name>/<version>/`` (see ``serving.versions``: versions only increase, written
-aside and renamed into place) holding a SavedModel with the signatures of ``serving.module``,
+``export(model, base_path, name, gallery_embeddings, gallery_names, threshold, ...)`` is the
+library call: serving is handed a Keras model and a gallery and knows nothing of where they came
+from. An enrolment home's production model and gallery are exported by enroll
+(``enroll export-serving``, enroll/serving_export.py), which reads the home and calls ``export``.
+
+Each export writes ``<base>/<name>/<version>/`` (see ``serving.versions``: versions only increase,
+written aside and renamed into place) holding a SavedModel with the signatures of ``serving.module``,
 ``assets.extra/metadata.json`` (the ``metadata`` signature's content, for people and scripts) and
 ``assets.extra/tf_serving_warmup_requests`` (TF-Serving replays them at load, so the first real
 request does not pay for graph initialisation).
@@ -17,12 +21,10 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import sys
 import threading
 import time
 import weakref
-from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -103,39 +105,6 @@ def export(model, base_path, model_name: str = "facenet", gallery_embeddings=Non
         return versions.publish(base_path, model_name, write, version)
 
 
-def load_gallery(home, version: int, notes: list[str] | None = None) -> tuple[list[str], np.ndarray]:
-    """(names, embeddings [G, D] float32) enrolled under production-model ``version`` in
-    ``<home>/gallery.db``, one row per face; empty when there is no database or no embeddings yet
-    (the reason is appended to ``notes``). Reads enrolment's tables (``enroll/store.py``):
-    ``people(id, name)``, ``faces(id, person_id)``, ``embeddings(model_version, face_id, vector)``
-    with ``vector`` native float32 bytes. Read-only, so it never blocks an enrolment (WAL).
-    """
-    notes = notes if notes is not None else []
-    empty = ([], np.zeros((0, 0), np.float32))
-    db = Path(home) / "gallery.db"
-    if not db.exists():
-        notes.append(f"no gallery database at {db}")
-        return empty
-    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        columns = {table: {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-                   for table in ("people", "faces", "embeddings")}
-        needed = {"people": {"id", "name"}, "faces": {"id", "person_id"},
-                  "embeddings": {"face_id", "model_version", "vector"}}
-        missing = [f"{t}.{c}" for t, cols in needed.items() for c in sorted(cols - columns[t])]
-        if missing:
-            notes.append(f"{db} has no enrolment tables yet (missing {', '.join(missing)})")
-            return empty
-        rows = conn.execute(
-            "SELECT p.name, e.vector FROM embeddings e JOIN faces f ON f.id = e.face_id "
-            "JOIN people p ON p.id = f.person_id WHERE e.model_version = ? ORDER BY p.name, f.id",
-            (int(version),)).fetchall()
-    if not rows:
-        notes.append(f"no embeddings for model version {version} in {db}")
-        return empty
-    matrix = np.frombuffer(b"".join(bytes(blob) for _, blob in rows), np.float32).reshape(len(rows), -1)
-    return [name for name, _ in rows], matrix.copy()
-
-
 # ------------------------------------------------------------------------------- command line
 def _threshold_of_run(run_dir: Path) -> tuple[float | None, str]:
     """The run's calibrated threshold: the last validation's best, else the test split's."""
@@ -161,61 +130,28 @@ def _from_run(args) -> dict:
             "metadata": {"source_run": str(args.run), "threshold_source": source}}
 
 
-def _from_home(args, notes: list[str]) -> dict:
-    return home_spec(Path(args.home), args.model_version, notes)
-
-
-def home_spec(home: Path, model_version: int | None = None, notes: list[str] | None = None) -> dict:
-    """The production model (or ``model_version``) of a FACENET_HOME with its enrolled gallery."""
-    import tf_keras as keras
-
-    import trainer.models  # noqa: F401  registers the custom layers load_model needs
-
-    if model_version is None:
-        production = home / "PRODUCTION"
-        if not production.exists():
-            raise FileNotFoundError(f"no production model: {production} is absent (or pass --model-version)")
-        model_version = int(production.read_text().strip())
-    root = home / "models" / str(model_version)
-    if not (root / "model").is_dir():
-        raise FileNotFoundError(f"no model directory {root / 'model'}")
-    meta = json.loads((root / "meta.json").read_text()) if (root / "meta.json").exists() else {}
-    names, embeddings = load_gallery(home, model_version, notes)
-    threshold = meta.get("threshold")
-    return {"model": keras.models.load_model(str(root / "model"), compile=False),
-            "gallery_embeddings": embeddings if names else None, "gallery_names": names or None,
-            "threshold": None if threshold is None else float(threshold),
-            "metadata": {"model_version": model_version, "threshold_source": f"models/{model_version}/meta.json",
-                         **{k: meta[k] for k in ("far_target", "source_run") if k in meta}}}
-
-
-def export_home(home: str | Path, model_name: str = "facenet") -> Path:
-    """Publish the production model and gallery of ``home`` as ``<home>/serving/<name>/<next>/``."""
-    spec = home_spec(Path(home))
-    return export(spec["model"], Path(home) / "serving", model_name, spec["gallery_embeddings"],
-                  spec["gallery_names"], spec["threshold"], metadata=spec["metadata"])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = cliargs.ArgumentParser(description="Export a FaceNet model as a new TF-Serving version.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="a training run directory (exported with an empty gallery)")
-    source.add_argument("--home", help="FACENET_HOME: the production model and its enrolled gallery")
-    parser.add_argument("--base-path", help="export base path (default with --home: $HOME/serving)")
+    source.add_argument("--home", help="moved: `enroll export-serving --home DIR` exports a home")
+    parser.add_argument("--base-path", help="export base path (required)")
     parser.add_argument("--name", default="facenet", help="model name (default facenet)")
-    parser.add_argument("--model-version", type=int, help="with --home: this model version, not PRODUCTION")
     parser.add_argument("--threshold", type=float, help="override the calibrated threshold")
     parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     parser.add_argument("--models-config", help="also write TF-Serving's models.config here")
     parser.add_argument("--config-base-path", help="base path as the server sees it (default: --base-path)")
     parser.add_argument("--versions-to-keep", type=int, default=2)
     args = parser.parse_args(argv)
-    if args.base_path is None and args.run is not None:  # --run "" too: it is not --home
+    if args.home is not None:  # a home is enroll's to read; serving is handed its model and gallery
+        print(f"error: serving.export no longer reads a home: run `enroll export-serving --home "
+              f"{cliargs.one_line(args.home)}`", file=sys.stderr)
+        return 2
+    if args.base_path is None:
         parser.error("--base-path is required with --run")
-    base = Path(args.base_path or Path(args.home) / "serving")
-    notes: list[str] = []
+    base = Path(args.base_path)
     try:
-        spec = _from_run(args) if args.run is not None else _from_home(args, notes)
+        spec = _from_run(args)
         if args.threshold is not None:
             spec["threshold"], spec["metadata"]["threshold_source"] = args.threshold, "command line"
         start = time.perf_counter()
@@ -223,13 +159,10 @@ def main(argv: list[str] | None = None) -> int:
                       spec["threshold"], top_k=args.top_k, metadata=spec["metadata"])
         if args.models_config:
             write_models_config(args.config_base_path or base, args.models_config, args.name, args.versions_to_keep)
-    except (OSError, ValueError, KeyError, sqlite3.Error) as exc:
+    except (OSError, ValueError, KeyError) as exc:
         print(f"error: {cliargs.one_line(exc)}", file=sys.stderr)
         return 2
-    for note in notes:
-        print(f"note: {note}; exported an empty gallery", file=sys.stderr)
-    faces = len(spec["gallery_names"] or [])
-    print(f"exported {args.name} version {path.name} to {path} ({faces} gallery faces, threshold "
+    print(f"exported {args.name} version {path.name} to {path} (0 gallery faces, threshold "
           f"{spec['threshold']}, {spec['metadata']['threshold_source']}) in {time.perf_counter() - start:.1f} s")
     return 0
 

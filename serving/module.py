@@ -43,6 +43,11 @@ KEYS = tf.TensorSpec([None], tf.string, name="keys")
 
 SIGNATURES = ("serving_default", "embed_uint8", "embed_jpeg", "identify", "identify_jpeg", "metadata")
 
+# Where an export's variables checkpoint holds the served people: tf.train's key for the attribute
+# ``FaceNetServing.people`` below. Readers (enroll's remove-person) list who a version names with
+# it without loading the SavedModel; renaming the attribute changes this key, and it must follow.
+PEOPLE_CHECKPOINT_KEY = "people/.ATTRIBUTES/VARIABLE_VALUE"
+
 
 def gallery_arrays(embeddings, names, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(face embeddings [G, D], person index per face [G], distinct names [P]) from parallel lists."""
@@ -73,6 +78,7 @@ class FaceNetServing(tf.Module):
                                    shape=[None, self.embedding_dim], name="gallery_embeddings")
         self.gallery_person = tf.Variable(tf.zeros([0], tf.int32), trainable=False, shape=[None],
                                           name="gallery_person")
+        # (PEOPLE_CHECKPOINT_KEY names this attribute.)
         self.people = tf.Variable(tf.zeros([0], tf.string), trainable=False, shape=[None], name="people")
         self.threshold = tf.Variable(0.0, trainable=False, name="threshold")
         self.meta_keys = tf.Variable(tf.zeros([0], tf.string), trainable=False, shape=[None], name="meta_keys")

@@ -253,7 +253,9 @@ NUMBERS = st.one_of(
 FLAGS = ["--json", "--append", "--allow-several-faces", "--retrain", "--top-k", "--name", "--server", "--run",
          "--far-target", "--wait", "--timeout", "--home", "--bogus", "-x", "--", "-", "--jso", "--a", "--help", "-h"]
 SERVERS = ["http://127.0.0.1:9", "http://", "http://[::1", "https://:0", "http://127.0.0.1:99999/x", ""]
-COMMAND_NAMES = ["init", "add-person", "identify", "verify", "remove-person", "list", "status", "retrain"]
+COMMAND_NAMES = ["init", "add-person", "identify", "verify", "remove-person", "list", "status", "retrain",
+                 "export-serving"]
+EXPORT_FLAGS = ["--model-version", "--name", "--threshold", "--top-k", "--versions-to-keep"]
 
 
 @st.composite
@@ -292,6 +294,9 @@ def enroll_argv(draw, files: dict[str, str], home: Path, scratch: Path) -> tuple
         args += rarely(st.lists(NAMES, max_size=2), lambda: [draw(NAMES)])
     elif command == "retrain":
         args += draw(st.sampled_from([[], ["--wait"], ["--timeout", draw(NUMBERS)], ["--wait", "--timeout", draw(NUMBERS)]]))
+    elif command == "export-serving":
+        for flag in draw(st.lists(st.sampled_from(EXPORT_FLAGS), max_size=2)):
+            args += [flag, draw(NAMES if flag == "--name" else NUMBERS)]
     if draw(st.integers(0, 4)) == 0:
         extra = st.one_of(st.sampled_from(FLAGS), st.sampled_from(FLAGS).map(lambda f: f + "=1"), TEXT)
         args.insert(draw(st.integers(0, len(args))), draw(extra))

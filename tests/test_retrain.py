@@ -229,9 +229,8 @@ def test_identify_through_serving_matches_the_local_answer(home, lfw, capsys):  
     """`enroll identify --server` asks TF-Serving's REST API (here the emulator serving the
     production export) and must agree with the in-process answer."""
     from serving.emulator import Repository, serve_rest
-    from serving.export import main as export_main
 
-    assert export_main(["--home", str(home)]) == 0
+    assert cli.main(["export-serving", "--home", str(home)]) == 0
     capsys.readouterr()
     server = serve_rest(Repository(home / "serving"), port=0)
     try:
@@ -272,7 +271,7 @@ def test_remove_person_leaves_no_trace_in_any_copy(home, trained_run, lfw, capsy
     several served versions, remove-person must leave nothing of the person in the home, the
     data cache, the runs or the MLflow store: not the name (as written or as a file-name slug),
     not a crop, not a vector of any model version."""
-    from serving.export import export_home
+    from enroll.serving_export import export_home
     from trainer.prepare import _slug
 
     victim = "Donald Rumsfeld"

@@ -63,7 +63,7 @@ def start_long_retrain(home, ray_head, capsys):  # noqa: F811
 
 
 def test_a_cancelled_retrain_changes_nothing(home, ray_head, capsys):  # noqa: F811
-    from serving.export import export_home
+    from enroll.serving_export import export_home
 
     export_home(home)
     before = snapshot(home)
@@ -141,7 +141,7 @@ def served(home):
 def test_a_promotion_killed_in_each_phase_leaves_one_consistent_served_version(home, trained_run, lfw, tmp_path):  # noqa: F811
     import shutil
 
-    from serving.export import export_home
+    from enroll.serving_export import export_home
 
     copy = tmp_path / "home"
     shutil.copytree(home, copy)

@@ -3,7 +3,6 @@ path), versioning, the gallery, models.config and the command line."""
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import tensorflow as tf
 
 from serving import versions
 from serving.client import InProcessClient
-from serving.export import export, load_gallery, main, serving_module
+from serving.export import export, main, serving_module
 from serving.models_config import write_models_config
 from serving.module import SIGNATURES
 
@@ -233,40 +232,60 @@ def test_cli_run_mode(setup, tmp_path, capsys):
 
 
 def _home(tmp_path, model, threshold=0.5) -> Path:
+    """A FACENET_HOME whose production model is version 3 (enroll/home.py's layout)."""
+    from enroll import home as layout
+
     home = tmp_path / "home"
-    (home / "models" / "3").mkdir(parents=True)
-    model.save(str(home / "models" / "3" / "model"), include_optimizer=False)
-    (home / "models" / "3" / "meta.json").write_text(json.dumps({"version": 3, "threshold": threshold}))
-    (home / "PRODUCTION").write_text("3\n")
+    model.save(str(layout.saved_model_dir(home, 3)), include_optimizer=False)
+    layout.meta_file(home, 3).write_text(json.dumps({"version": 3, "threshold": threshold}))
+    layout.write_production(home, 3)
     return home
 
 
-def test_cli_home_mode_with_and_without_gallery(setup, tmp_path, capsys):
+def test_enroll_export_serving_with_and_without_gallery(setup, tmp_path, capsys):
+    """A home is exported by enroll (it reads the home, serving is handed the model and gallery)."""
+    from enroll import cli
+    from enroll.store import SqliteGallery
+
     home = _home(tmp_path, setup["model"], threshold=setup["threshold"])
-    assert main(["--home", str(home)]) == 0
+    assert cli.main(["export-serving", "--home", str(home)]) == 0
     assert "no gallery database" in capsys.readouterr().err
     assert InProcessClient(home / "serving").metadata()["gallery_faces"] == 0
 
-    # The enrolment tables (enroll/store.py): one vector per face and model version.
-    with sqlite3.connect(home / "gallery.db") as db:
-        db.executescript("CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT);"
-                         "CREATE TABLE faces (id INTEGER PRIMARY KEY, person_id INTEGER);"
-                         "CREATE TABLE embeddings (model_version INTEGER, face_id INTEGER, vector BLOB);")
-        db.executemany("INSERT INTO people VALUES (?, ?)", [(1, "ann"), (2, "bob"), (3, "cy")])
-        db.executemany("INSERT INTO faces VALUES (?, ?)", [(1, 1), (2, 2), (3, 3), (4, 1)])
-        db.executemany("INSERT INTO embeddings VALUES (?, ?, ?)",
-                       [(3, i + 1, setup["emb"][i].tobytes()) for i in range(4)] + [(2, 1, b"\0" * 512)])
-    names, emb = load_gallery(home, 3)
-    assert names == ["ann", "ann", "bob", "cy"] and emb.shape == (4, 128)
-    assert main(["--home", str(home)]) == 0
+    with SqliteGallery(home) as gallery:  # one vector per face and model version; ann has two faces
+        for name, rows in (("ann", [0, 3]), ("bob", [1]), ("cy", [2])):
+            faces = [(f"crop {name} {i}".encode(), f"{name}{i}.jpg") for i in rows]
+            gallery.add_person(name, faces, {3: setup["emb"][rows], 2: np.zeros((len(rows), 128))})
+    assert cli.main(["export-serving", "--home", str(home), "--json", "--models-config",
+                     str(tmp_path / "models.config"), "--config-base-path", "/models"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["version"] == 2 and report["gallery_faces"] == 4 and report["gallery_people"] == 3
     client = InProcessClient(home / "serving")
     assert client.version == 2 and client.metadata()["model_version"] == 3
     assert client.identify(setup["images"]).best == ["ann", "bob", "cy", "ann", None, None]
+    assert 'base_path: "/models/facenet"' in (tmp_path / "models.config").read_text()
+    # Who a version serves, read from its variables by the key beside the variable (remove-person's way).
+    from enroll.forget import served_people
+
+    assert served_people(versions.version_dir(home / "serving", "facenet")) == {"ann", "bob", "cy"}
 
 
-def test_cli_errors_are_one_line(tmp_path, capsys):
+def test_cli_errors_are_one_line(setup, tmp_path, capsys):
+    from enroll import cli
+
     assert main(["--run", str(tmp_path / "missing"), "--base-path", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
-    assert main(["--home", str(tmp_path)]) == 2
-    assert "PRODUCTION" in capsys.readouterr().err
+    assert main(["--home", str(tmp_path)]) == 2  # moved to enroll: one line that says where
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "enroll export-serving --home" in err
+    assert cli.main(["export-serving", "--home", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no production model" in err
+    home = _home(tmp_path, setup["model"])
+    for argv, message in ((["--model-version", "7"], "no model version 7"), (["--top-k", "0"], "--top-k"),
+                          (["--name", "a/b"], "--name"), (["--threshold", "nan"], "--threshold")):
+        assert cli.main(["export-serving", "--home", str(home), *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv, err)
+    assert not (home / "serving").exists()  # nothing was exported
