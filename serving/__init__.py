@@ -10,7 +10,7 @@ models_config.py   TF-Serving's --model_config_file
 protocol.py        what all clients share (ServingError, retries, Identification)
 client.py          InProcessClient, connect(); rest_client.py, grpc_client.py
 rest_json.py       TF-Serving's JSON tensor mapping
-emulator.py        a TF-Serving stand-in (REST; emulator_grpc.py: gRPC) for tests and development
+testing/           test infrastructure: a TF-Serving emulator (REST and gRPC) over an export
 """
 import os
 

@@ -228,7 +228,7 @@ def test_settings_reject_unknown_keys_and_bad_values(home, content, message, cap
 def test_identify_through_serving_matches_the_local_answer(home, lfw, capsys):  # noqa: F811
     """`enroll identify --server` asks TF-Serving's REST API (here the emulator serving the
     production export) and must agree with the in-process answer."""
-    from serving.emulator import Repository, serve_rest
+    from serving.testing.emulator import Repository, serve_rest
 
     assert cli.main(["export-serving", "--home", str(home)]) == 0
     capsys.readouterr()

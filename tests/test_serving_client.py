@@ -1,8 +1,8 @@
 """serving.client: REST, gRPC and in-process clients against real servers on 127.0.0.1.
 
-The servers are ``serving.emulator`` (TF-Serving's REST JSON and gRPC services over the exported
-SavedModel); faults are injected server-side through its hook, never by mocking a client. The last
-test runs against a real ``tensorflow_model_server`` when one is on PATH.
+The servers are ``serving.testing.emulator`` (TF-Serving's REST JSON and gRPC services over the
+exported SavedModel); faults are injected server-side through its hook, never by mocking a client.
+The last test runs against a real ``tensorflow_model_server`` when one is on PATH.
 """
 import shutil
 import socket
@@ -16,8 +16,8 @@ import pytest
 import serving  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 from serving.client import GrpcClient, InProcessClient, RestClient, ServingError, connect
-from serving.emulator import Drop, Fault, Repository, serve_rest
-from serving.emulator_grpc import serve_grpc
+from serving.testing.emulator import Drop, Fault, Repository, serve_rest
+from serving.testing.emulator_grpc import serve_grpc
 from serving.export import export
 from serving.models_config import write_models_config
 

@@ -1,6 +1,5 @@
-"""A stand-in for ``tensorflow_model_server``: its REST and gRPC predict APIs over an export, in-process.
-
-    python -m serving.emulator --base-path exports --rest-port 8501 --grpc-port 8500
+"""A stand-in for ``tensorflow_model_server``: its REST predict API over an export, in-process (the
+gRPC half is ``emulator_grpc``; both from a shell: ``python -m serving.testing``).
 
 For tests and for machines without TF-Serving (no Docker, no binary): it serves
 ``<base>/<name>/<version>/`` with TF-Serving's URLs, request/response JSON (``serving.rest_json``),
@@ -12,7 +11,6 @@ connection unanswered), to test the clients' timeouts and retries.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import threading
@@ -197,31 +195,3 @@ def serve_rest(repository: Repository, port: int = 0, host: str = "127.0.0.1", h
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="rest-emulator", daemon=True).start()
     return server
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Serve an export with TF-Serving's REST and gRPC APIs (for development).")
-    parser.add_argument("--base-path", required=True, help="export base path (holds <name>/<version>/)")
-    parser.add_argument("--name", default="facenet")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--rest-port", type=int, default=8501)
-    parser.add_argument("--grpc-port", type=int, default=8500)
-    args = parser.parse_args(argv)
-    from serving.emulator_grpc import serve_grpc
-
-    repository = Repository(args.base_path, args.name)
-    rest = serve_rest(repository, args.rest_port, args.host)
-    grpc_server, grpc_port = serve_grpc(repository, args.grpc_port, args.host)
-    print(f"serving {args.name} from {args.base_path}: REST http://{args.host}:{rest.server_address[1]}, "
-          f"gRPC {args.host}:{grpc_port} (Ctrl-C stops)", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    rest.shutdown()
-    grpc_server.stop(0)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

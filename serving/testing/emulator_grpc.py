@@ -1,4 +1,4 @@
-"""The gRPC half of the TF-Serving stand-in (``serving.emulator``): PredictionService + ModelService.
+"""The gRPC half of the TF-Serving stand-in (``serving.testing.emulator``): PredictionService + ModelService.
 
 Implements ``Predict``, ``GetModelMetadata`` and ``GetModelStatus`` with TF-Serving's messages and
 status codes over a ``Repository``; ``Fault`` / ``Drop`` from the hook become the matching gRPC
@@ -12,7 +12,7 @@ import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 
-from serving.emulator import GRPC_CODES, Drop, Fault, Repository
+from serving.testing.emulator import GRPC_CODES, Drop, Fault, Repository
 
 
 def _version(spec) -> int | None:
