@@ -129,7 +129,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def set_up(args) -> LoadSetup:
     """The production home and the photos, refused before any process starts."""
     from enroll.gallery import GalleryError
-    from enroll.models import production_meta, resolve_home
+    from enroll.home import resolve_home, settings_file
+    from enroll.models import production_meta
     from enroll.settings import load_settings
 
     home = resolve_home(args.home)
@@ -139,7 +140,7 @@ def set_up(args) -> LoadSetup:
     except GalleryError as exc:  # no production model, or a bad enroll.yaml
         raise Refused(str(exc)) from None
     if every:  # hundreds of add-person calls would submit a real retraining (and promote a model)
-        raise Refused(f"{home / 'enroll.yaml'} sets retrain_after_changes: {every}; run the load test on a copy of "
+        raise Refused(f"{settings_file(home)} sets retrain_after_changes: {every}; run the load test on a copy of "
                       "the home with it at 0 (retraining on demand only)")
     pool = photo_pool(Path(args.photos))
     if len(pool) < STRANGERS + args.adders:
