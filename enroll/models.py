@@ -19,9 +19,8 @@ import numpy as np
 import enroll  # noqa: F401  (tf-keras before TensorFlow)
 from enroll.crops import decode_png
 from enroll.gallery import GalleryError
-from enroll.home import (production_file, read_meta, read_production, saved_model_dir, store_version,
+from enroll.home import (production_file, read_meta, read_production, resolve_home, saved_model_dir, store_version,
                          write_production)
-from enroll.home import resolve_home  # noqa: F401  (callers resolved homes here before enroll/home.py)
 
 _LOADED: dict[Path, tuple[int, dict, object]] = {}  # home -> (version, meta, model), per process
 

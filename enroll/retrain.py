@@ -18,7 +18,8 @@ import uuid
 from pathlib import Path
 
 from enroll.gallery import GalleryError
-from enroll.models import production_meta, resolve_home
+from enroll.home import resolve_home
+from enroll.models import production_meta
 
 LOCAL_DASHBOARD = "http://127.0.0.1:8265"
 ACTIVE = ("submitted", "running")
