@@ -109,6 +109,8 @@ def cmd_export_serving(args: argparse.Namespace, home: Path, notes: list[str]):
         if args.models_config:
             write_models_config(args.config_base_path or layout.serving_dir(home), args.models_config,
                                 args.name, args.versions_to_keep)
+    except GalleryError:  # (a ValueError too) already says what is wrong: no such model version, ...
+        raise
     except (OSError, ValueError) as exc:  # an unwritable base path, a gallery the model cannot take
         raise GalleryError(f"export failed: {exc}") from None
     notes.extend(f"note: {note}; exported an empty gallery" for note in gallery_notes)
