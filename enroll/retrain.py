@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 from enroll.gallery import GalleryError
-from enroll.home import resolve_home
+from enroll.home import ENV as HOME_ENV, resolve_home
 from enroll.models import production_meta
 
 LOCAL_DASHBOARD = "http://127.0.0.1:8265"
@@ -88,7 +88,7 @@ def submit_retrain(home=None, reason: str = "", gallery=None, address: str = "")
                         submission_id=submission,
                         # No TF_USE_LEGACY_KERAS here: importing enroll sets it, and the driver's
                         # ray.init adds it for workers (Ray refuses a key set twice).
-                        runtime_env={"env_vars": {"FACENET_HOME": str(home), "FACENET_WORKDIR": os.getcwd()}})
+                        runtime_env={"env_vars": {HOME_ENV: str(home), "FACENET_WORKDIR": os.getcwd()}})
                     break
                 except RuntimeError as exc:
                     if "No available agent" not in str(exc) or attempt == 29:
