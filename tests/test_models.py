@@ -140,3 +140,24 @@ def test_mixed_precision_output_stays_float32():
         _assert_unit_rows(emb, 128)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mirror_average_is_the_normalised_sum_and_blind_to_mirroring(tiny, tmp_path):
+    from trainer.models.mirror import inference_model
+
+    wrapped = inference_model(tiny, mirror_average=True)
+    assert inference_model(tiny, mirror_average=False) is tiny
+    x = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    expected = tiny(x).numpy() + tiny(x[:, :, ::-1]).numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    out = wrapped(x).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    # A face and its mirror image get one embedding: the wrapper averages exactly that away.
+    np.testing.assert_allclose(wrapped(x[:, :, ::-1]).numpy(), out, atol=1e-5)
+    assert not np.allclose(tiny(x[:, :, ::-1]).numpy(), tiny(x).numpy(), atol=1e-3)
+    # It shares the network's weights and saves as a plain SavedModel, as enrolment loads it.
+    assert len(wrapped.get_weights()) == len(tiny.get_weights())
+    wrapped.save(str(tmp_path / "m"), include_optimizer=False)
+    loaded = keras.models.load_model(str(tmp_path / "m"), compile=False)
+    np.testing.assert_allclose(loaded(x).numpy(), out, atol=1e-5)

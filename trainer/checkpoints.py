@@ -100,8 +100,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_run(run_dir: str | Path):
-    """(model with the run's latest weights, its Config, its plan) for evaluation or export."""
+    """(the run's inference model with its kept weights, its Config, its plan) for evaluation or
+    export; the inference model is mirror-averaged when the run's ``model.mirror_average`` says so."""
     from trainer.models import build_model
+    from trainer.models.mirror import inference_model
 
     run_dir = Path(run_dir)
     plan_file = run_dir / "plan.json"
@@ -111,4 +113,4 @@ def load_run(run_dir: str | Path):
     cfg = config_lib.from_dict(plan["config"])
     model = build_model(cfg.model.name, cfg.model.embedding_dim, plan["image_size"])
     restore(resolve_checkpoint(run_dir), model)
-    return model, cfg, plan
+    return inference_model(model, cfg.model.mirror_average), cfg, plan

@@ -82,6 +82,7 @@ def train_worker(plan: dict) -> dict:
     from trainer.flops import forward_flops
     from trainer.losses import TripletHardLoss, TripletSemiHardLoss
     from trainer.models import build_model
+    from trainer.models.mirror import inference_model
     from trainer.optimizers import make_optimizer
 
     cfg = config_lib.from_dict(plan["config"])
@@ -102,8 +103,10 @@ def train_worker(plan: dict) -> dict:
     flops_per_image = forward_flops(model, size)
     tracker = _chief_tracker(plan, cfg) if replica.is_chief else None
     metrics: dict = dict(state.get("metrics", {}))
+    evaluated = inference_model(model, cfg.model.mirror_average)  # what validation measures is what ships
     for epoch in range(state["epoch"] + 1 if state else 0, t.epochs):
-        metrics = _run_epoch(epoch, steps, batches, train_step, plan, cfg, replica, flops_per_image, counters, model)
+        metrics = _run_epoch(epoch, steps, batches, train_step, plan, cfg, replica, flops_per_image, counters,
+                             evaluated)
         _checkpoint_and_report(epoch, metrics, plan, replica, model, optimizer, counters, tracker)
         if _should_stop(t.stop_when, metrics):
             if replica.is_chief:
@@ -118,7 +121,7 @@ def train_worker(plan: dict) -> dict:
     final_model = build_model(cfg.model.name, cfg.model.embedding_dim, size)
     final_model.set_weights(weights)
     metrics = _keep_best(run_dir, t.keep, final_model, metrics)
-    return _finish(plan, cfg, final_model, counters, metrics, tracker)
+    return _finish(plan, cfg, inference_model(final_model, cfg.model.mirror_average), counters, metrics, tracker)
 
 
 def _replica(plan: dict, seed: int) -> _Replica:
@@ -186,8 +189,9 @@ def _dataset_fn(plan: dict, cfg: Config, replica: _Replica):
 
 
 def _run_epoch(epoch: int, steps: int, batches, train_step, plan: dict, cfg: Config, replica: _Replica,
-               flops_per_image: float, counters: ComputeCounters, model) -> dict:
-    """Train one epoch with a progress bar, then validate; returns the epoch's metrics."""
+               flops_per_image: float, counters: ComputeCounters, evaluated) -> dict:
+    """Train one epoch with a progress bar, then validate ``evaluated`` (the inference model); returns
+    the epoch's metrics."""
     import tensorflow as tf
     import tf_keras as keras
 
@@ -218,7 +222,7 @@ def _run_epoch(epoch: int, steps: int, batches, train_step, plan: dict, cfg: Con
     for name, shards in plan.get("eval_sets", {}).items():
         if shards:
             data = pipeline.ordered_images(shards, plan["image_size"], cfg.eval.eval_batch_size)
-            metrics.update({f"{name}_{k}": v for k, v in evaluate_split(model, data, cfg.eval).items()})
+            metrics.update({f"{name}_{k}": v for k, v in evaluate_split(evaluated, data, cfg.eval).items()})
     if replica.is_chief:
         print(f"epoch {epoch + 1}/{t.epochs}: " + ", ".join(
             f"{k}={metrics[k]:.4g}" for k in ("loss", "active_triplet_fraction", "val_accuracy", "val_val", "val_auc")

@@ -1,12 +1,15 @@
 """Embedding models: pixels in [0, 255] -> L2-normalised float32 embeddings.
 
 ``build_model(config.model.name, config.model.embedding_dim, config.model.input_size)`` is the one
-entry point the trainer, enrolment and export use.
+entry point the trainer, enrolment and export use; ``inference_model`` (trainer/models/mirror.py)
+wraps a trained network for evaluation and export. Importing this package registers the custom
+layers a saved model names, so ``keras.models.load_model`` loads it.
 """
 from __future__ import annotations
 
 import tf_keras as keras
 
+from trainer.models.mirror import inference_model
 from trainer.models.nn2 import build_nn2
 from trainer.models.nn4_small2 import build_nn4_small2
 from trainer.models.tiny import build_tiny
@@ -23,4 +26,4 @@ def build_model(name: str, embedding_dim: int = 128, input_size: int = 0) -> ker
     return _BUILDERS[name](embedding_dim=embedding_dim, input_size=input_size or NATIVE_INPUT_SIZE[name])
 
 
-__all__ = ["NATIVE_INPUT_SIZE", "build_model", "build_nn2", "build_nn4_small2", "build_tiny"]
+__all__ = ["NATIVE_INPUT_SIZE", "build_model", "inference_model", "build_nn2", "build_nn4_small2", "build_tiny"]
