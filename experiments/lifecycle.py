@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray-address", default="",
                         help="Ray dashboard URL the retraining job is submitted to, left running "
                              "(default: a local head started for the job and stopped after it)")
+    parser.add_argument("--base-run", type=Path, metavar="RUN_DIR",
+                        help="a finished training run (python -m trainer.train) to use as the base model "
+                             "instead of training one (stages 1-3); --config is then the run's own")
     parser.add_argument("--skip-full-retrain", action="store_true",
                         help="skip the comparison with a full retraining from scratch (N_prim), a second base training")
     parser.add_argument("--identify-home", type=Path, metavar="HOME",
@@ -122,8 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.prepare import DatasetError
 
     try:
-        args.config = args.config or default_config()
-        cfg = config_lib.load(args.config, args.set)
+        if args.base_run:
+            from trainer.checkpoints import load_run
+
+            args.config = str(args.base_run / "config.yaml")
+            cfg = load_run(args.base_run)[1]
+        else:
+            args.config = args.config or default_config()
+            cfg = config_lib.load(args.config, args.set)
         people_root = Path(config_lib.resolve_path(str(args.people)))
         if not people_root.is_dir():
             raise DatasetError(f"--people {people_root} not found: give a folder of <person>/<photo>.jpg to enrol")
@@ -166,13 +175,10 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
     from trainer.prepare import DatasetError
 
     try:
-        stage("1-3. prepare (detect + align), train on Ray, evaluate")
-        cfg.train.run_name = cfg.train.run_name or f"lifecycle-{time.strftime('%Y%m%d-%H%M%S')}"
-        plan = train.plan_run(cfg, args.config)
+        plan, results = base_model(args, cfg)
     except (config_lib.ConfigError, DatasetError, GalleryError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    results = train.run_tracked(plan, cfg)
     publish_production(plan, home, args.far_target)
     enrol_one_shot(home, people[args.strangers:])
     probes = probes_of(people, args.strangers)
@@ -202,6 +208,23 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
     (home / "lifecycle.json").write_text(json.dumps(summary, indent=1, default=str))
     print_summary(summary, plan, cfg, log)
     return 0 if finished.state in ("succeeded", "rejected") else 1  # a gate refusing a worse model is the system working
+
+
+def base_model(args, cfg) -> tuple[dict, dict]:
+    """Stages 1-3: train the base run, or take the finished ``--base-run``; (its plan, its results)."""
+    if args.base_run:
+        from trainer.checkpoints import load_run
+
+        stage(f"1-3. base model: the finished run {args.base_run}")
+        plan = load_run(args.base_run)[2]
+        results_file = args.base_run / "results.json"
+        if not results_file.exists():
+            raise OSError(f"--base-run {args.base_run} has not finished (no results.json)")
+        return plan, json.loads(results_file.read_text())
+    stage("1-3. prepare (detect + align), train on Ray, evaluate")
+    cfg.train.run_name = cfg.train.run_name or f"lifecycle-{time.strftime('%Y%m%d-%H%M%S')}"
+    plan = train.plan_run(cfg, args.config)
+    return plan, train.run_tracked(plan, cfg)
 
 
 def publish_production(plan: dict, home: Path, far_target: float) -> None:

@@ -6,6 +6,7 @@ with a gate the tiny model can pass: every stage must run, in order, and the sum
 numbers for each of them; the terminal must show stages, progress and results, not Ray's and
 TensorFlow's log lines, which go to the full log file; nothing the command started may outlive it.
 """
+import argparse
 import json
 import os
 import re
@@ -208,3 +209,16 @@ def test_no_data_is_one_clear_error(tmp_path, shared_data):
                      "--people", str(shared_data / "lfw_mini"), "--home", str(tmp_path / "home2"), timeout=300)
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error:") and \
         "retrain_after" in done.stderr, done.stderr[-2000:]
+
+
+def test_a_finished_run_can_be_the_base_instead_of_training_one(lifecycle_run, tmp_path, shared_data):
+    from experiments.lifecycle import base_model
+
+    done, home, *_ = lifecycle_run
+    run_dir = Path(json.loads((home / "lifecycle.json").read_text())["run"])
+    plan, results = base_model(argparse.Namespace(base_run=run_dir), None)
+    assert plan["run_dir"] == str(run_dir) and results["test"]["accuracy"] > 0
+    missing = lifecycle("--base-run", str(tmp_path / "no-such-run"), "--people", str(shared_data / "lfw_mini"),
+                        "--home", str(tmp_path / "home"), timeout=300)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr[-2000:]
+    assert missing.stderr.strip().splitlines()[-1].startswith("error:") and "no-such-run" in missing.stderr
