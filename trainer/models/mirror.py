@@ -42,6 +42,12 @@ def with_mirror_average(network: keras.Model) -> keras.Model:
     return keras.Model(images, UnitLength(name="embedding")(both), name=f"{network.name}_mirror_average")
 
 
+def network_of(model: keras.Model) -> keras.Model:
+    """The trained network inside a (possibly mirror-averaged) model, e.g. to reach its layers."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return nested[0] if model.name.endswith("_mirror_average") and nested else model
+
+
 def inference_model(network: keras.Model, mirror_average: bool) -> keras.Model:
     """The model evaluation and export use: ``network`` itself, or its mirror-averaged wrapper."""
     return with_mirror_average(network) if mirror_average else network
