@@ -214,6 +214,7 @@ def test_cli_run_mode(setup, tmp_path, capsys):
     import tf_keras as keras
 
     from trainer import checkpoints, config as config_lib
+    from trainer.models import inference_model
 
     run = tmp_path / "run"
     cfg = config_lib.from_dict({"model": {"name": "tiny", "input_size": SIZE}})
@@ -227,7 +228,10 @@ def test_cli_run_mode(setup, tmp_path, capsys):
     assert "exported facenet version 1" in capsys.readouterr().out
     client = InProcessClient(base)
     assert client.metadata()["threshold"] == 0.9 and client.metadata()["source_run"] == str(run)
-    np.testing.assert_allclose(client.embed(setup["images"]), setup["emb"], atol=1e-5)
+    # What a run ships is its inference model: mirror-averaged by default (trainer/models/mirror.py).
+    shipped = inference_model(setup["model"], cfg.model.mirror_average)(setup["images"]).numpy()
+    assert cfg.model.mirror_average and not np.allclose(shipped, setup["emb"], atol=1e-3)
+    np.testing.assert_allclose(client.embed(setup["images"]), shipped, atol=1e-5)
     assert 'base_path: "/models/facenet"' in (tmp_path / "models.config").read_text()
 
 
