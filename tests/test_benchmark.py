@@ -153,3 +153,16 @@ def test_cli_process_refuses_a_non_run_and_bad_arguments(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr[-2000:]
         assert sum(line.startswith("error:") for line in lines) == 1
+
+
+def test_mirror_average_experiment_scores_both_ways(tracked_run, tmp_path, capsys):
+    from experiments import mirror_average
+
+    out = tmp_path / "mirror.json"
+    assert mirror_average.main([tracked_run["run_dir"], "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert set(row["plain"]) == set(row["mirror_average"]) >= {"val_accuracy", "val_oneshot_rank1"}
+    assert all(0.0 <= v <= 1.0 for v in row["plain"].values() if v == v)
+    assert row["plain"] != row["mirror_average"], "the two ways embed differently"
+    assert "→" in capsys.readouterr().out
+    assert mirror_average.main([str(tmp_path / "no-run")]) == 2
