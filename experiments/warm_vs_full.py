@@ -2,6 +2,7 @@
 
     python -m experiments.warm_vs_full --config experiments/warm_vs_full.yaml
     python -m experiments.warm_vs_full --config experiments/smoke.yaml --new 4      # a quick look
+    python -m experiments.warm_vs_full --config experiments/warm_vs_full.yaml --rounds 10   # continual rounds
 
 The seed documents' experiment, on real faces:
   (1) train from scratch on a base set of identities                       -> {w}_orig, N
@@ -16,10 +17,12 @@ new. The three datasets are folders of symlinks, so faces are aligned once. Ever
 added people and the replaced identity). One MLflow parent run holds the three child runs; the
 table (steps, images, FLOPs, seconds, accuracies) and a plot of accuracy against training FLOPs
 are logged to it and written to ``experiments/results/``.
+
+``--rounds R`` runs R successive changes instead (people added and removed each round, each answered
+by a warm start from the previous round's model): see experiments/continual_rounds.py.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -28,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
-from trainer import checkpoints, config as config_lib, train, tracking
+from trainer import checkpoints, cliargs, config as config_lib, train, tracking
+from trainer.plan import open_tracking
 from trainer.prepare import list_identity_folder
 from trainer.splits import Split, shard_paths, split_identities
 
@@ -63,24 +67,37 @@ def build_roots(root: Path, work: Path, cfg, new_count: int, seed: int):
     return {"base": base, "new": new, "replaced": replaced, "val": held.val, "test": held.test, "old_sample": old_sample}
 
 
-def run_one(cfg, label: str, source: Path, people: dict, parent_run_id: str, init_from: str = "") -> dict:
+def run_child(cfg, label: str, source: Path, split: Split, eval_people: dict[str, list[str]], parent_run_id: str,
+              init_from: str = "", tags: dict | None = None) -> dict:
+    """Train one child run of ``parent_run_id`` on ``split`` of the identity folder ``source``. Every
+    epoch evaluates validation and each set of ``eval_people`` (metrics ``<name>_accuracy``)."""
     cfg = config_lib.from_dict(cfg.to_dict())
     cfg.data.source, cfg.train.run_name = str(source), f"warm_vs_full-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
-    train_people = people["base"] if label == "N" else people["base"] + people["new"]
-    split = Split(sorted(train_people), people["val"], people["test"])
     plan = train.plan_run(cfg, None, split=split)
     manifest = json.loads(Path(plan["manifest"]).read_text())
     plan["eval_sets"] = {"val": plan["shards"]["val"],
-                         "old": shard_paths(manifest, people["old_sample"]),
-                         "new": shard_paths(manifest, sorted(people["new"] + [people["replaced"]]))}
+                         **{name: shard_paths(manifest, sorted(names)) for name, names in eval_people.items()}}
     plan.update(init_from=init_from, parent_run_id=parent_run_id)
+    if tags:  # set when the run is created, so a round's runs can be found while they train
+        from mlflow.tracking import MlflowClient
+
+        open_tracking(plan, cfg)
+        for key, value in tags.items():
+            MlflowClient(plan["tracking_uri"]).set_tag(plan["mlflow_run_id"], key, str(value))
     results = train.run_tracked(plan, cfg)
     history = [json.loads((d / "state.json").read_text())["metrics"]
                for d in sorted((Path(plan["run_dir"]) / "checkpoints").glob("epoch-*"))]
+    keys = ("epoch", "compute/total_train_flops", "compute/total_steps", *(f"{n}_accuracy" for n in ("val", *eval_people)))
     return {"label": label, "run_dir": plan["run_dir"], "mlflow_run_id": plan["mlflow_run_id"],
             "compute": results["compute"], "final": results["last_epoch"], "test": results.get("test", {}),
-            "history": [{k: h[k] for k in ("epoch", "compute/total_train_flops", "compute/total_steps",
-                                            "val_accuracy", "old_accuracy", "new_accuracy")} for h in history]}
+            "history": [{k: h[k] for k in keys} for h in history]}
+
+
+def run_one(cfg, label: str, source: Path, people: dict, parent_run_id: str, init_from: str = "") -> dict:
+    train_people = people["base"] if label == "N" else people["base"] + people["new"]
+    split = Split(sorted(train_people), people["val"], people["test"])
+    evals = {"old": people["old_sample"], "new": people["new"] + [people["replaced"]]}
+    return run_child(cfg, label, source, split, evals, parent_run_id, init_from)
 
 
 def plot(runs: list[dict], path: Path) -> None:
@@ -113,8 +130,12 @@ def table(runs: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def command(argv: list[str] | None) -> str:
+    return "python -m experiments.warm_vs_full " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = cliargs.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--new", type=int, default=30, help="identities added in the change")
@@ -124,10 +145,30 @@ def main() -> int:
     parser.add_argument("--target", choices=("final", "best"), default="final",
                         help="warm start until N_prim's final accuracies, or its best epoch's (stricter)")
     parser.add_argument("--reuse", type=Path, help="a previous results JSON: reuse its N and N_prim runs")
-    args = parser.parse_args()
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="successive class changes (experiments/continual_rounds.py); 0 = the single change")
+    parser.add_argument("--add", type=int, default=5, help="with --rounds: people added each round")
+    parser.add_argument("--remove", type=int, default=5, help="with --rounds: people removed each round")
+    parser.add_argument("--max-warm-epochs", type=int, default=0,
+                        help="with --rounds: a warm start's epoch budget (0 = train.epochs, a full retraining's)")
+    args = parser.parse_args(argv)
+    for wrong, message in ((args.rounds < 0, "--rounds must be >= 0"),
+                           (args.rounds and args.add < 2, "--add must be >= 2 (the added people are measured in pairs)"),
+                           (args.remove < 0, "--remove must be >= 0"),
+                           (args.max_warm_epochs < 0, "--max-warm-epochs must be >= 0"),
+                           (args.rounds and args.reuse, "--reuse is for the single change only")):
+        if wrong:
+            parser.error(message)
     import mlflow
 
-    cfg = config_lib.load(args.config, args.set)
+    try:
+        cfg = config_lib.load(args.config, args.set)
+    except config_lib.ConfigError as exc:
+        parser.error(str(exc))
+    if args.rounds:
+        from experiments import continual_rounds
+
+        return continual_rounds.main(args, cfg, parser, command(argv))
     root = Path(config_lib.resolve_path(cfg.data.source))
     people = build_roots(root, args.work.resolve(), cfg, args.new, args.seed)
     parent = tracking.start(tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.experiment,
@@ -160,7 +201,7 @@ def main() -> int:
                "reached_target": all(runs[2]["final"][k] >= prim[k] - TOLERANCE for k in ("val_accuracy", "new_accuracy")),
                "old_not_worse": runs[2]["final"]["old_accuracy"] >= runs[0]["final"]["old_accuracy"] - TOLERANCE,
                "target": {"mode": args.target, "val_accuracy": prim["val_accuracy"], "new_accuracy": prim["new_accuracy"]},
-               "command": "python -m experiments.warm_vs_full " + " ".join(sys.argv[1:])}
+               "command": command(argv)}
     (args.results / f"{stem}.json").write_text(json.dumps(summary, indent=1))
     (args.results / f"{stem}.md").write_text(table(runs) + "\n")
     tracking.start(tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.experiment, "", run_id=parent_id)

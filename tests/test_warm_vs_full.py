@@ -1,0 +1,118 @@
+"""``warm_vs_full --rounds``: two continual rounds on synthetic faces with the tiny model, end to end.
+
+People are added and removed each round; the removed must be gone from the round's data and from
+both runs' training split, compute must add up round after round, and one MLflow parent run must hold
+every round's children.
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments import warm_vs_full
+from tests.synthetic import make_identity_folders
+from tests.test_train import smoke_config
+
+EXPERIMENT = "warm_vs_full_rounds_test"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """24 synthetic people: 4 validation, 4 test, 16 to train (12 base + 2 added in each of 2 rounds)."""
+    work = tmp_path_factory.mktemp("rounds")
+    root = make_identity_folders(work / "faces", identities=24, images=5)
+    config = smoke_config(root, work, epochs=1, steps_per_epoch=2, identities_per_batch=3,
+                          images_per_identity=2).to_dict()
+    config["data"].update(val_fraction=0.15, test_fraction=0.15)
+    config["eval"]["pairs_per_fold"] = 5
+    config["mlflow"]["experiment"] = EXPERIMENT
+    (work / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+    # --work/--results in tmp: the committed experiments/results/ must not be overwritten.
+    return work, ["--config", str(work / "config.yaml"), "--work", str(work / "work"),
+                  "--results", str(work / "results")]
+
+
+@pytest.fixture(scope="module")
+def rounds_run(setup, local_ray):
+    work, common = setup
+    assert warm_vs_full.main([*common, "--rounds", "2", "--add", "2", "--remove", "2", "--max-warm-epochs", "2"]) == 0
+    return work, json.loads((work / "results" / "warm_vs_full_rounds.json").read_text())
+
+
+def test_each_round_trains_both_ways_on_the_changed_people(rounds_run):
+    work, report = rounds_run
+    people, rounds = report["people"], report["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    gone = set()
+    for r in rounds:
+        gone |= set(r["removed"])
+        assert len(r["added"]) == 2 and len(r["removed"]) == 2
+        assert set(r["added"]) <= set(r["present"]) and not gone & set(r["present"])  # removed for good
+        assert set(people["old_sample"]) <= set(r["present"])  # the forgetting sample never leaves
+        assert not (set(people["val"]) | set(people["test"])) & set(r["present"])  # held out, never trained
+        on_disk = {p.name for p in Path(r["data_root"]).iterdir()}
+        assert not gone & on_disk and set(r["present"]) <= on_disk  # gone from the data, not only the split
+        for side in ("adpt", "prim"):
+            run = r[side]
+            assert run["steps"] > 0 and run["train_flops"] > 0 and run["seconds"] > 0, run
+            trained = json.loads((Path(run["run_dir"]) / "plan.json").read_text())["split"]["train"]
+            assert sorted(trained) == r["present"]
+            assert run["val_accuracy"] is not None and run["new_accuracy"] is not None and run["test_accuracy"] is not None
+        assert 1 <= r["adpt"]["epochs"] <= 2  # the warm start's budget cap
+        assert r["adpt_over_prim_flops"] == pytest.approx(r["adpt"]["train_flops"] / r["prim"]["train_flops"])
+    first = report["N"]["train_flops"]
+    for side in ("adpt", "prim"):
+        cumulative = [first, *(r[f"cumulative_{side}_flops"] for r in rounds)]
+        assert cumulative == sorted(set(cumulative)), cumulative  # strictly increasing
+        assert cumulative[-1] == pytest.approx(first + sum(r[side]["train_flops"] for r in rounds))
+    summary = report["summary"]
+    assert isinstance(summary["forgetting_accumulates"], bool)
+    assert summary["old_accuracy_gap_slope"] is not None and len(summary["adpt_over_prim_flops"]) == 2
+    for suffix in (".md", ".png"):
+        assert (work / "results" / f"warm_vs_full_rounds{suffix}").stat().st_size > 0
+
+
+def test_one_mlflow_parent_holds_every_round(rounds_run):
+    from mlflow.tracking import MlflowClient
+
+    work, report = rounds_run
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    parent = report["mlflow_parent_run_id"]
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    tags = sorted((c.data.tags["round"], c.data.tags["strategy"]) for c in children)
+    assert tags == [("0", "N"), ("1", "N_adpt"), ("1", "N_prim"), ("2", "N_adpt"), ("2", "N_prim")]
+    by_id = {c.info.run_id: c for c in children}
+    production = report["N"]["run_dir"]  # each round warm-starts from the previous round's N_adpt
+    for r in report["rounds"]:
+        assert by_id[r["adpt"]["mlflow_run_id"]].data.tags["init_from"].startswith(production + "/checkpoints/")
+        assert not by_id[r["prim"]["mlflow_run_id"]].data.tags["init_from"]  # from scratch
+        production = r["adpt"]["run_dir"]
+    artifacts = {a.path for a in client.list_artifacts(parent)}
+    assert {"warm_vs_full_rounds.json", "warm_vs_full_rounds.png", "warm_vs_full_rounds.md"} <= artifacts
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--add", "2", "--remove", "7"], "round 1: --remove 7 is more than the 6 people who may leave"),
+    (["--add", "9"], "needs 18 future people"),
+    (["--add", "1"], "--add must be >= 2"),
+])
+def test_impossible_rounds_are_one_line_errors(setup, capsys, extra, message):
+    _, common = setup
+    with pytest.raises(SystemExit) as exit_:
+        warm_vs_full.main([*common, "--rounds", "2", *extra])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+def test_without_rounds_the_single_change_is_unchanged(setup, local_ray):
+    """The default (``--rounds 0``): N, N_prim and N_adpt once, as before the rounds existed."""
+    work, common = setup
+    results = work / "single"
+    assert warm_vs_full.main([*common[:-1], str(results), "--new", "2"]) == 0
+    report = json.loads((results / "warm_vs_full.json").read_text())
+    assert [r["label"] for r in report["runs"]] == ["N", "N_prim", "N_adpt"]
+    assert set(report["runs"][2]["history"][0]) == {"epoch", "compute/total_train_flops", "compute/total_steps",
+                                                    "val_accuracy", "old_accuracy", "new_accuracy"}
+    assert report["n_adpt_over_n_prim"] > 0 and not (results / "warm_vs_full_rounds.json").exists()
