@@ -2,8 +2,8 @@
 
     enroll init --run runs/<run> [--far-target F]    register a trained run as the production model (τ at FAR F)
     enroll add-person "Ada Lovelace" a.jpg b.jpg     enrol (--append adds photos to someone enrolled)
-    enroll identify photo.jpg [--top-k 3]            who is it? ("unknown" beyond τ)
-    enroll verify photo.jpg --name "Ada Lovelace"    is it them?
+    enroll identify photo.jpg [--top-k 3] [--method nearest|knn|svm]   who is it? ("unknown" beyond τ)
+    enroll verify photo.jpg --name "Ada Lovelace" [--method distance|head]   is it them?
     enroll remove-person "Ada Lovelace"              forget them: crops, embeddings, everywhere
     enroll list | enroll status
     enroll export-serving [--model-version N]       a new TF-Serving version of the model and gallery
@@ -69,9 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--server", metavar="URL", help="ask TF-Serving (http://host:8501 REST or host:8500 gRPC) instead of the local gallery")
+    p.add_argument("--method", choices=("nearest", "knn", "svm"), default="nearest",
+                   help="nearest enrolled face (default), or a KNN / linear SVM fitted on the gallery; "
+                        "all answer unknown beyond τ")
     p = sub.add_parser("verify", parents=[common], help="is this photo of NAME?")
     p.add_argument("image")
     p.add_argument("--name", required=True, type=_text)
+    p.add_argument("--method", choices=("distance", "head"), default="distance",
+                   help="distance to their closest face within τ (default), or the Siamese verification head "
+                        "(trained at first use per model version)")
     p = sub.add_parser("remove-person", parents=[common], help="delete a person and all their data")
     p.add_argument("name", metavar="NAME", type=_text)
     sub.add_parser("list", parents=[common], help="enrolled people")

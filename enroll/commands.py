@@ -99,15 +99,19 @@ def cmd_identify(args, home, notes):
 
     if args.top_k < 1:  # (identify checks it too; the --server path would slice with it)
         raise GalleryError(f"--top-k must be at least 1, got {args.top_k}")
+    method = getattr(args, "method", "nearest")
     if args.server:
+        if method != "nearest":
+            raise GalleryError(f"--method {method} is answered from the local gallery only; drop --server")
         _check_url(args.server)
         r = identify_remote(args.server, args.image, args.top_k)
     else:
         with _gallery(home) as gallery:
-            r = identify(gallery, home, args.image, args.top_k)
+            r = identify(gallery, home, args.image, args.top_k, method)
     head = f"{r['name']}" + (f" (distance {r['distance']:.4f}, τ {r['threshold']:.4f})" if r["distance"] is not None else "")
-    lines = [head] + [f"  {i}. {c['name']}  {c['distance']:.4f}{'  within τ' if c['match'] else ''}"
-                      for i, c in enumerate(r["candidates"], 1)]
+    lines = [head + (f" [{method}]" if method != "nearest" else "")] + [
+        f"  {i}. {c['name']}  {c['distance']:.4f}{'  within τ' if c['match'] else ''}"
+        + (f"  score {c['score']:.3f}" if "score" in c else "") for i, c in enumerate(r["candidates"], 1)]
     return r, lines + ([f"note: {r['note']}"] if r["note"] else [])
 
 
@@ -129,7 +133,14 @@ def cmd_verify(args, home, notes):
     from enroll.service import verify
 
     with _gallery(home) as gallery:
-        r = verify(gallery, home, args.image, args.name)
+        r = verify(gallery, home, args.image, args.name, getattr(args, "method", "distance"))
+    if r.get("method") == "head":
+        if r["head"]["trained_now"]:
+            notes.append(f"note: trained the verification head of model version {r['model_version']} "
+                         f"({r['head']['train_pairs']} training pairs), stored in {r['head']['file']}")
+        return r, [f"match: {'yes' if r['match'] else 'no'} ({r['name']}, head probability {r['probability']:.4f}, "
+                   f"threshold {r['probability_threshold']:.4f}; distance {r['distance']:.4f})"] + (
+            [f"note: {r['note']}"] if r["note"] else [])
     return r, [f"match: {'yes' if r['match'] else 'no'} ({r['name']}, distance {r['distance']:.4f}, "
                f"τ {r['threshold']:.4f})"] + ([f"note: {r['note']}"] if r["note"] else [])
 

@@ -54,6 +54,11 @@ def meta_file(home, version: int) -> Path:
     return version_dir(home, version) / "meta.json"
 
 
+def verification_head_file(home, version: int) -> Path:
+    """Model ``version``'s Siamese verification head (enroll/verification_head.py): JSON coefficients."""
+    return version_dir(home, version) / "verification_head.json"
+
+
 def production_file(home) -> Path:
     return Path(home) / "PRODUCTION"
 
@@ -108,6 +113,25 @@ def write_production(home, version: int) -> None:
 def read_meta(home, version: int) -> dict:
     """Model ``version``'s meta.json; OSError / ValueError when it is missing or unreadable."""
     return json.loads(meta_file(home, version).read_text())
+
+
+def read_verification_head(home, version: int) -> dict | None:
+    """Model ``version``'s verification head; None when none was trained yet. ValueError when unreadable."""
+    try:
+        return json.loads(verification_head_file(home, version).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def write_verification_head(home, version: int, head: dict) -> None:
+    """Store model ``version``'s verification head: written aside, synced, renamed into place."""
+    target = verification_head_file(home, version)
+    tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "w") as f:
+        json.dump(head, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
 
 
 def store_version(home, model, meta: dict) -> int:

@@ -118,10 +118,15 @@ def _query(home, path) -> tuple[int, dict, np.ndarray, str]:
     return version, meta, embed_pixels(model, photo.crop[None])[0], photo.reason
 
 
-def identify(gallery, home, path, top_k: int = 3) -> dict:
-    """The nearest enrolled people to the face in ``path``; ``name`` is "unknown" beyond τ."""
+def identify(gallery, home, path, top_k: int = 3, method: str = "nearest") -> dict:
+    """The nearest enrolled people to the face in ``path``; ``name`` is "unknown" beyond τ.
+    ``method`` knn or svm: a closed-set classifier names the person (enroll.classifiers)."""
     if top_k < 1:
         raise GalleryError(f"--top-k must be at least 1, got {top_k}")
+    if method != "nearest":
+        from enroll.classifiers import check_method, identify_closed_set
+
+        return identify_closed_set(gallery, home, path, top_k, check_method(method))
     version, meta, query, note = _query(home, path)
     names, matrix = gallery.embeddings(version)
     candidates = top_people(ExactIndex().build(matrix, names), query, top_k) if names else []
@@ -157,8 +162,15 @@ def identify_remote(server: str, path, top_k: int = 3) -> dict:
             "note": photo.reason or ("the gallery is empty" if not names else "")}
 
 
-def verify(gallery, home, path, name: str) -> dict:
-    """Is the face in ``path`` the enrolled person ``name``? (their closest face within τ)"""
+def verify(gallery, home, path, name: str, method: str = "distance") -> dict:
+    """Is the face in ``path`` the enrolled person ``name``? (their closest face within τ; ``method``
+    head: the Siamese verification head decides, enroll.verification_head)"""
+    if method == "head":
+        from enroll.verification_head import verify_head
+
+        return verify_head(gallery, home, path, name)
+    if method != "distance":
+        raise GalleryError(f"--method must be head or distance, got {method!r}")
     name = validate_name(name)
     if gallery.get(name) is None:
         raise GalleryError(f"no person named {name!r} is enrolled (see `enroll list`)")
