@@ -68,6 +68,7 @@ def run_retrain(home: Path, job_id: int) -> dict:
     from trainer import config as config_lib, train
     from trainer.checkpoints import load_run
     from trainer.splits import Split
+    from trainer.warm_start import stop_at, warm_start_config
 
     from enroll.gate import describe, log_to_mlflow, promotion_gate
     from enroll.models import production
@@ -86,14 +87,14 @@ def run_retrain(home: Path, job_id: int) -> dict:
         people = layout.retrain_people_dir(home, job_id)
         gallery_version, _ = export_people(gallery, people)
 
-        cfg = config_lib.from_dict(source["config"])
         target = _last_val_accuracy(Path(meta["source_run"]))
+        # No warm-up: a warm start begins at a minimum the base run found (trainer/warm_start.py).
+        cfg = warm_start_config(config_lib.from_dict(source["config"]), epochs=settings.retrain_epochs,
+                                steps_per_epoch=settings.retrain_steps_per_epoch,
+                                learning_rate_scale=settings.retrain_learning_rate_scale, warmup_epochs=0,
+                                stop_when=stop_at({"val_accuracy": target}, settings.promotion_max_drop) if target else "",
+                                run_name=f"retrain-job{job_id}-from-v{version}", out_dir=str(layout.runs_dir(home)))
         cfg.data.extra_source = str(people)
-        cfg.train.epochs, cfg.train.steps_per_epoch = settings.retrain_epochs, settings.retrain_steps_per_epoch
-        cfg.train.learning_rate *= settings.retrain_learning_rate_scale
-        cfg.train.warmup_epochs = 0
-        cfg.train.stop_when = f"val_accuracy>={target - settings.promotion_max_drop:.4f}" if target else ""
-        cfg.train.out_dir, cfg.train.run_name = str(layout.runs_dir(home)), f"retrain-job{job_id}-from-v{version}"
         cfg.eval.benchmarks = []  # the base run's figures; a retraining is judged by the gate
         keep_or_drop_teacher(cfg)
         plan = train.plan_run(cfg, None, split=Split(**source["split"]))

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.warm_vs_full import TOLERANCE, run_child
+from trainer.warm_start import stop_at, warm_start_config
 from trainer import checkpoints, config as config_lib, tracking
 from trainer.prepare import DatasetError, list_identity_folder
 from trainer.splits import Split, split_identities
@@ -135,9 +136,9 @@ def run_rounds(cfg, args, identities: dict, people: People, changes: list[Change
                          tags={**tags, "strategy": "N_prim"})
         final = max(prim["history"], key=lambda h: h["val_accuracy"]) if args.target == "best" else prim["final"]
         target = {k: final[k] for k in ("val_accuracy", "new_accuracy")}
-        warm = config_lib.from_dict(child.to_dict())
-        warm.train.stop_when = ",".join(f"{k}>={v - TOLERANCE:.4f}" for k, v in target.items())
-        warm.train.epochs = args.max_warm_epochs or cfg.train.epochs  # the cap: a miss is recorded, not chased
+        # The cap: a miss is recorded, not chased.
+        warm = warm_start_config(child, epochs=args.max_warm_epochs or cfg.train.epochs,
+                                 stop_when=stop_at(target, TOLERANCE))
         production = run_child(warm, f"r{change.round:02d}-N_adpt", root, split, evals, parent_id,
                                str(checkpoints.latest_checkpoint(production["run_dir"])), {**tags, "strategy": "N_adpt"})
         adpt_f, prim_f = Figures.of(production), Figures.of(prim)

@@ -35,6 +35,7 @@ from trainer import checkpoints, cliargs, config as config_lib, train, tracking
 from trainer.plan import open_tracking
 from trainer.prepare import list_identity_folder
 from trainer.splits import Split, shard_paths, split_identities
+from trainer.warm_start import stop_at, warm_start_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOLERANCE = 0.005  # "equal accuracy": within half a point
@@ -186,9 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     prim = runs[-1]["final"]
     if args.target == "best":  # the epoch of N_prim with the best validation accuracy
         prim = max(runs[-1]["history"], key=lambda h: h["val_accuracy"])
-    warm = config_lib.from_dict(cfg.to_dict())
-    warm.train.stop_when = (f"val_accuracy>={prim['val_accuracy'] - TOLERANCE:.4f},"
-                            f"new_accuracy>={prim['new_accuracy'] - TOLERANCE:.4f}")
+    warm = warm_start_config(cfg, stop_when=stop_at({k: prim[k] for k in ("val_accuracy", "new_accuracy")}, TOLERANCE))
     orig = str(checkpoints.latest_checkpoint(runs[0]["run_dir"]))
     runs.append(run_one(warm, "N_adpt", args.work.resolve() / "changed", people, parent_id, init_from=orig))
 

@@ -68,3 +68,21 @@ def test_resolved_config_round_trips(tmp_path):
     again = config_lib.load(tmp_path / "resolved.yaml")
     assert again == cfg
     assert again.flat()["train.epochs"] == 7
+
+
+def test_warm_start_config_changes_only_budget_rate_and_stopping_rule():
+    from trainer.config import from_dict
+    from trainer.warm_start import stop_at, warm_start_config
+
+    base = from_dict({"train": {"epochs": 20, "steps_per_epoch": 0, "learning_rate": 0.001, "warmup_epochs": 1,
+                                "teacher": "dlib_resnet_v1", "distill_weight": 1.0}})
+    warm = warm_start_config(base, epochs=3, steps_per_epoch=20, learning_rate_scale=0.1, warmup_epochs=0,
+                             stop_when=stop_at({"val_accuracy": 0.8, "new_accuracy": 0.7}, tolerance=0.005),
+                             run_name="retrain-job1")
+    assert (warm.train.epochs, warm.train.steps_per_epoch, warm.train.warmup_epochs) == (3, 20, 0)
+    assert warm.train.learning_rate == pytest.approx(1e-4)
+    assert warm.train.stop_when == "val_accuracy>=0.7950,new_accuracy>=0.6950"
+    assert warm.train.run_name == "retrain-job1" and warm.train.teacher == "dlib_resnet_v1"
+    assert base.train.epochs == 20 and base.train.learning_rate == 0.001, "the base config is left alone"
+    same = warm_start_config(base)
+    assert same.to_dict() == {**base.to_dict(), "train": {**base.to_dict()["train"], "stop_when": ""}}

@@ -1,0 +1,37 @@
+"""How a warm start (N_adpt) differs from the run it starts from: one owner for all its callers.
+
+The enrolment retraining job (enroll/retrain_job.py), the warm-versus-full experiments
+(experiments/warm_vs_full.py, experiments/continual_rounds.py) and the lifecycle all warm-start a
+copy of a base run's config. They differ only in their budget, learning-rate scale and stopping
+rule, so those are the arguments; everything else (the model, the data sources, the loss and its
+distillation term, the schedule's shape) is the base run's.
+"""
+from __future__ import annotations
+
+from trainer.config import Config, from_dict
+
+
+def stop_at(targets: dict[str, float], tolerance: float = 0.0) -> str:
+    """``train.stop_when`` that holds once every ``metric`` reaches ``value - tolerance``."""
+    return ",".join(f"{metric}>={value - tolerance:.4f}" for metric, value in targets.items())
+
+
+def warm_start_config(base: Config, *, epochs: int | None = None, steps_per_epoch: int | None = None,
+                      learning_rate_scale: float = 1.0, warmup_epochs: int | None = None, stop_when: str = "",
+                      run_name: str = "", out_dir: str = "") -> Config:
+    """A copy of ``base`` for a warm start: ``epochs`` / ``steps_per_epoch`` as its budget and
+    ``warmup_epochs`` (None keeps the base run's), its learning rate × ``learning_rate_scale``,
+    ``stop_when`` as its stopping rule. The initial weights are the plan's ``init_from``, not part
+    of the config."""
+    cfg = from_dict(base.to_dict())
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    if steps_per_epoch is not None:
+        cfg.train.steps_per_epoch = steps_per_epoch
+    cfg.train.learning_rate *= learning_rate_scale
+    if warmup_epochs is not None:
+        cfg.train.warmup_epochs = warmup_epochs
+    cfg.train.stop_when = stop_when
+    cfg.train.run_name = run_name or cfg.train.run_name
+    cfg.train.out_dir = out_dir or cfg.train.out_dir
+    return cfg
