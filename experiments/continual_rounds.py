@@ -235,10 +235,9 @@ def main(args, cfg, parser, cmd: str) -> int:
     except (DatasetError, OSError) as exc:
         parser.error(str(exc))
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
-    parent_id = tracking.start(uri, cfg.mlflow.experiment, STEM).info.run_id
-    mlflow.log_params({"rounds": args.rounds, "add": args.add, "remove": args.remove, "base_identities": len(people.base),
-                       "max_warm_epochs": args.max_warm_epochs or cfg.train.epochs, **cfg.flat()})
-    mlflow.end_run()
+    parent_id = tracking.parent_run(uri, cfg.mlflow.experiment, STEM, {
+        "rounds": args.rounds, "add": args.add, "remove": args.remove, "base_identities": len(people.base),
+        "max_warm_epochs": args.max_warm_epochs or cfg.train.epochs, **cfg.flat()})
     n, rounds = run_rounds(cfg, args, identities, people, changes, parent_id)
     summary, out = trends(rounds), args.results / STEM
     out.parent.mkdir(parents=True, exist_ok=True)

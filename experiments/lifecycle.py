@@ -41,23 +41,19 @@ def full_retraining(cfg, retrain_plan: dict, base_plan: dict) -> dict:
     """N_prim: the warm start's data (base identities + the enrolled people), trained from scratch
     with the base run's budget; grouped with N and N_adpt under one MLflow parent run, as
     experiments/warm_vs_full.py does, so the UI compares the three."""
-    from mlflow.tracking import MlflowClient
-
+    from trainer import tracking
     from trainer.splits import Split
 
     prim_cfg = config_lib.from_dict(retrain_plan["config"])
     prim_cfg.train.epochs, prim_cfg.train.steps_per_epoch = cfg.train.epochs, cfg.train.steps_per_epoch
     prim_cfg.train.stop_when = ""  # out_dir stays the home's runs/: remove-person finds its plan there
     prim_cfg.train.run_name = f"{base_plan['run_name']}-N_prim"
-    client = MlflowClient(base_plan["tracking_uri"])
-    parent = client.create_run(client.get_run(base_plan["mlflow_run_id"]).info.experiment_id,
-                               run_name=f"warm_vs_full-{base_plan['run_name']}").info.run_id
+    parent = tracking.parent_run(base_plan["tracking_uri"], cfg.mlflow.experiment,
+                                 f"warm_vs_full-{base_plan['run_name']}")
     prim_plan = train.plan_run(prim_cfg, None, split=Split(**retrain_plan["split"]))
     prim_plan["parent_run_id"] = parent
     results = train.run_tracked(prim_plan, prim_cfg)
-    for run_id in (base_plan["mlflow_run_id"], retrain_plan["mlflow_run_id"]):
-        client.set_tag(run_id, "mlflow.parentRunId", parent)  # nest N and N_adpt beside N_prim
-    client.set_terminated(parent)
+    tracking.adopt(base_plan["tracking_uri"], parent, (base_plan["mlflow_run_id"], retrain_plan["mlflow_run_id"]))
     return results
 
 

@@ -172,12 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         return continual_rounds.main(args, cfg, parser, command(argv))
     root = Path(config_lib.resolve_path(cfg.data.source))
     people = build_roots(root, args.work.resolve(), cfg, args.new, args.seed)
-    parent = tracking.start(tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.experiment,
-                            "warm_vs_full")
-    mlflow.log_params({"new_identities": args.new, "base_identities": len(people["base"]),
-                       "replaced_identity": people["replaced"], **cfg.flat()})
-    parent_id = parent.info.run_id
-    mlflow.end_run()
+    parent_id = tracking.parent_run(tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.experiment,
+                                    "warm_vs_full", {"new_identities": args.new, "base_identities": len(people["base"]),
+                                                     "replaced_identity": people["replaced"], **cfg.flat()})
 
     if args.reuse:
         runs = [r for r in json.loads(args.reuse.read_text())["runs"] if r["label"] in ("N", "N_prim")]

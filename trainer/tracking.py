@@ -44,6 +44,27 @@ def start(tracking_uri: str, experiment: str, run_name: str, run_id: str | None 
     return mlflow.start_run(run_name=run_name, tags=tags)
 
 
+def parent_run(tracking_uri: str, experiment: str, name: str, params: dict | None = None) -> str:
+    """A finished MLflow run that groups N, N_prim and N_adpt (or any runs to compare) as its
+    children; returns its id. The one place such groups are made (warm_vs_full, its continual rounds
+    and the lifecycle), so the UI's Compare page finds them alike."""
+    import mlflow
+
+    with start(tracking_uri, experiment, name) as run:
+        if params:
+            mlflow.log_params(params)
+        return run.info.run_id
+
+
+def adopt(tracking_uri: str, parent_run_id: str, run_ids) -> None:
+    """Nest runs made before their group existed (e.g. the lifecycle's base run N) under it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    for run_id in run_ids:
+        client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
+
+
 def git_commit(directory: str | Path = ".") -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5)
