@@ -47,10 +47,11 @@ def compare_run(run_dir: str) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    keys = list(rows[0]["plain"])
+    keys = list(dict.fromkeys(k for row in rows for k in row["plain"]))  # runs may have other benchmarks
     lines = ["| run | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
     for row in rows:
-        cells = [f"{row['plain'][k]:.3f} → {row['mirror_average'].get(k, float('nan')):.3f}" for k in keys]
+        cells = [f"{row['plain'][k]:.3f} → {row['mirror_average'][k]:.3f}" if k in row["plain"] else "–"
+                 for k in keys]
         lines.append(f"| {Path(row['run']).name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
