@@ -1,6 +1,9 @@
 """Export an embedding model (+ a gallery) as a new TF-Serving version.
 
     python -m serving.export --run runs/<run> --base-path exports [--name facenet]   # empty gallery
+    python -m serving.export --run runs/<run> --tflite facenet.tflite [--quantize none|float16|int8]
+                             [--representative RUN_OR_DIR]      # edge export (serving/tflite.py)
+    python -m serving.export --run runs/<run> --onnx facenet.onnx     # serving/onnx_export.py
 
 ``export(model, base_path, name, gallery_embeddings, gallery_names, threshold, ...)`` is the
 library call: serving is handed a Keras model and a gallery and knows nothing of where they came
@@ -130,12 +133,38 @@ def _from_run(args) -> dict:
             "metadata": {"source_run": str(args.run), "threshold_source": source}}
 
 
+def _export_edge(model, args) -> None:
+    """``--tflite`` and ``--onnx``: all converted in memory first, then each written and renamed into
+    place, so a refusal or failed conversion leaves no file."""
+    from serving import onnx_export, tflite
+
+    start, files = time.perf_counter(), []
+    for path in filter(None, (args.tflite, args.onnx)):
+        if Path(path).is_dir():
+            raise ValueError(f"{path} is a directory: give a file name (e.g. facenet.tflite)")
+    if args.tflite is not None:
+        crops = tflite.representative_crops(args.representative, model.input_shape[1]) if args.representative else None
+        calibrated = f", calibrated on {len(crops)} crops" if crops is not None else ""
+        files.append((args.tflite, tflite.convert(model, args.quantize, crops), f"TFLite, {args.quantize}{calibrated}"))
+    if args.onnx is not None:
+        files.append((args.onnx, onnx_export.convert(model), "ONNX, float32"))
+    for path, data, what in files:
+        tflite.write_atomically(Path(path), data)
+        print(f"wrote {path} ({what}, {len(data) / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = cliargs.ArgumentParser(description="Export a FaceNet model as a new TF-Serving version.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="a training run directory (exported with an empty gallery)")
     source.add_argument("--home", help="moved: `enroll export-serving --home DIR` exports a home")
-    parser.add_argument("--base-path", help="export base path (required)")
+    parser.add_argument("--base-path", help="export base path (required unless --tflite or --onnx)")
+    parser.add_argument("--tflite", help="write a TFLite (LiteRT) model of the run here (serving/tflite.py)")
+    parser.add_argument("--quantize", choices=("none", "float16", "int8"), default="none",
+                        help="TFLite weights: none (float32), float16, or int8 (needs --representative)")
+    parser.add_argument("--representative", help="int8 calibration crops: a run dir (its training shards), "
+                                                 "a folder of .tfrecord shards or of aligned face crops")
+    parser.add_argument("--onnx", help="write an ONNX model of the run here (serving/onnx_export.py)")
     parser.add_argument("--name", default="facenet", help="model name (default facenet)")
     parser.add_argument("--threshold", type=float, help="override the calibrated threshold")
     parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
@@ -147,11 +176,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: serving.export no longer reads a home: run `enroll export-serving --home "
               f"{cliargs.one_line(args.home)}`", file=sys.stderr)
         return 2
-    if args.base_path is None:
-        parser.error("--base-path is required with --run")
-    base = Path(args.base_path)
+    if args.base_path is None and args.tflite is None and args.onnx is None:
+        parser.error("--base-path (or --tflite / --onnx) is required with --run")
+    if args.tflite is None and (args.quantize != "none" or args.representative):
+        parser.error("--quantize and --representative go with --tflite")
+    if args.tflite is not None and (args.quantize == "int8") != bool(args.representative):
+        parser.error("--quantize int8 needs representative data: --representative RUN_OR_DIR of aligned crops"
+                     if args.quantize == "int8" else "--representative is only used with --quantize int8")
+    base = Path(args.base_path) if args.base_path else None
     try:
         spec = _from_run(args)
+        if args.tflite is not None or args.onnx is not None:
+            _export_edge(spec["model"], args)
+            if base is None:
+                return 0
         if args.threshold is not None:
             spec["threshold"], spec["metadata"]["threshold_source"] = args.threshold, "command line"
         start = time.perf_counter()
