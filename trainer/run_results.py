@@ -1,0 +1,45 @@
+"""A finished run's figures: ``runs/<run>/results.json``, written and read only through here.
+
+The chief worker writes it when training ends (trainer/worker.py: ``last_epoch``, ``compute``,
+``test``) and the driver adds ``benchmarks`` (trainer/evaluation/benchmark.py); everything else
+reads it with ``load``. Its existence is what says the run finished.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+RESULTS_FILE = "results.json"
+
+
+def path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / RESULTS_FILE
+
+
+def save(run_dir: str | Path, results: dict) -> Path:
+    """Write the run's results atomically (a reader never sees half of them)."""
+    target = path(run_dir)
+    scratch = target.with_name(f".{RESULTS_FILE}.tmp")
+    scratch.write_text(json.dumps(results, indent=1))
+    os.replace(scratch, target)
+    return target
+
+
+def load(run_dir: str | Path) -> dict:
+    """The run's results. Raises ``FileNotFoundError`` when it has not finished (no results.json),
+    ``ValueError`` when the file is not a JSON object; both one line naming the file."""
+    target = path(run_dir)
+    if not target.is_file():
+        raise FileNotFoundError(f"run {run_dir} has not finished (no {RESULTS_FILE})")
+    try:
+        results = json.loads(target.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{target} is not JSON: {exc}") from None
+    if not isinstance(results, dict):
+        raise ValueError(f"{target} holds no results (a JSON object)")
+    return results
+
+
+def finished(run_dir: str | Path) -> bool:
+    return path(run_dir).is_file()
