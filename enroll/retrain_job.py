@@ -27,6 +27,7 @@ from pathlib import Path
 
 import enroll  # noqa: F401  (tf-keras before TensorFlow)
 from enroll import home as layout
+from trainer import run_results
 
 
 def register_champion(plan: dict, production_version: int) -> str:
@@ -158,7 +159,7 @@ def forget_removed_meanwhile(home: Path, gallery, exported: Path) -> None:
 
 
 def _last_val_accuracy(run_dir: Path) -> float:
-    results = json.loads((run_dir / "results.json").read_text())
+    results = run_results.load(run_dir)
     return float(results.get("last_epoch", {}).get("val_accuracy", 0.0))
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
-from trainer import config as config_lib, train
+from trainer import config as config_lib, run_results, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -95,7 +95,7 @@ def precision_modes(args) -> dict:
         cfg = bench_config(args, 1, os.cpu_count() or 1, f"precision-{precision}-{stamp}", precision, val=0.1)
         cfg.train.keep = "last"
         result = ray_fit(train.plan_run(cfg, None), cfg)
-        last = json.loads((Path(cfg.train.out_dir) / cfg.train.run_name / "results.json").read_text())["last_epoch"]
+        last = run_results.load(Path(cfg.train.out_dir) / cfg.train.run_name)["last_epoch"]
         modes[precision] = {**result, "val_accuracy": last.get("val_accuracy"), "val_auc": last.get("val_auc")}
     return modes
 

@@ -30,7 +30,7 @@ import yaml
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 from enroll.home import runs_dir, settings_file
 from experiments.lifecycle_probes import identify_all, photos_of, probes_of
-from trainer import config as config_lib, console, ray_setup, train
+from trainer import config as config_lib, console, ray_setup, run_results, train
 
 
 def stage(title: str) -> None:
@@ -187,12 +187,12 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
     after = identify_all(home, probes)
     print(json.dumps(after))
 
-    retrained = sorted(runs_dir(home).glob("retrain-job*/results.json"))
-    retrain_results = json.loads(retrained[0].read_text()) if retrained else {}
+    retrained = sorted(d for d in runs_dir(home).glob("retrain-job*") if run_results.finished(d))
+    retrain_results = run_results.load(retrained[0]) if retrained else {}
     prim_results = {}
     if retrained and not args.skip_full_retrain:
         stage("10. for comparison: full retraining from scratch on the same changed data (N_prim)")
-        prim_results = full_retraining(cfg, json.loads((retrained[0].parent / "plan.json").read_text()), plan)
+        prim_results = full_retraining(cfg, json.loads((retrained[0] / "plan.json").read_text()), plan)
     summary = {"run": plan["run_dir"], "home": str(home), "test": results.get("test", {}), "before": before,
                "after": after, "retrain_job": {"state": finished.state, "detail": finished.detail,
                                                "gate": finished.result.get("gate")},
@@ -213,10 +213,7 @@ def base_model(args, cfg) -> tuple[dict, dict]:
 
         stage(f"1-3. base model: the finished run {args.base_run}")
         plan = load_run(args.base_run)[2]
-        results_file = args.base_run / "results.json"
-        if not results_file.exists():
-            raise OSError(f"--base-run {args.base_run} has not finished (no results.json)")
-        return plan, json.loads(results_file.read_text())
+        return plan, run_results.load(args.base_run)  # FileNotFoundError (an OSError) when it has not finished
     stage("1-3. prepare (detect + align), train on Ray, evaluate")
     cfg.train.run_name = cfg.train.run_name or f"lifecycle-{time.strftime('%Y%m%d-%H%M%S')}"
     plan = train.plan_run(cfg, args.config)

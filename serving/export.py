@@ -111,14 +111,13 @@ def export(model, base_path, model_name: str = "facenet", gallery_embeddings=Non
 # ------------------------------------------------------------------------------- command line
 def _threshold_of_run(run_dir: Path) -> tuple[float | None, str]:
     """The run's calibrated threshold: the last validation's best, else the test split's."""
-    from trainer import checkpoints
+    from trainer import checkpoints, run_results
 
     latest = checkpoints.resolve_checkpoint(run_dir) if checkpoints.latest_checkpoint(run_dir) else None
     state = json.loads((latest / "state.json").read_text()) if latest else {}
     if "val_best_threshold" in state.get("metrics", {}):
         return float(state["metrics"]["val_best_threshold"]), f"validation of {latest.name}"
-    results = run_dir / "results.json"
-    test = json.loads(results.read_text()).get("test", {}) if results.exists() else {}
+    test = run_results.load(run_dir).get("test", {}) if run_results.finished(run_dir) else {}
     if "best_threshold" in test:
         return float(test["best_threshold"]), "test split"
     return None, "none calibrated"

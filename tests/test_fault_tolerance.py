@@ -72,14 +72,14 @@ def faulty_run(synthetic_root, tmp_path_factory):
 
 
 def test_killed_worker_run_completes_from_its_last_checkpoint(faulty_run):
-    import json
+    from trainer import run_results
 
     assert faulty_run["killed"], "no Ray Train worker was found to kill"
     assert faulty_run["rc"] == 0, faulty_run["log"][-3000:]
     resumed = [int(n) for n in re.findall(r"resuming after epoch (\d+)", faulty_run["log"])]
     # The kill lands after epoch 2 is written; Ray resumes from the last *reported* checkpoint (epoch 1 or 2).
     assert resumed and min(resumed) >= 1, "the restarted workers must continue from a checkpoint, not epoch 0"
-    results = json.loads((faulty_run["run_dir"] / "results.json").read_text())
+    results = run_results.load(faulty_run["run_dir"])
     assert results["last_epoch"]["epoch"] == EPOCHS - 1
     assert results["compute"]["steps"] == EPOCHS * STEPS
     assert results["compute"]["images"] == EPOCHS * STEPS * 12

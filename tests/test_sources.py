@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.synthetic import make_identity_folders
-from trainer import config as config_lib
+from trainer import config as config_lib, run_results
 from trainer.config import ConfigError
 from trainer.prepare import DatasetError, prepare, prune, teacher_path
 
@@ -201,7 +201,7 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
 
     assert checkpoints.resolve_checkpoint(tmp_path / "runs" / "d").name == f"epoch-{best:04d}"
     assert "benchmark eight: accuracy" in done.stdout
-    bench = json.loads((tmp_path / "runs" / "d" / "results.json").read_text())["benchmarks"]["eight"]
+    bench = run_results.load(tmp_path / "runs" / "d")["benchmarks"]["eight"]
     assert bench["pairs"] == 16 and 0 <= bench["accuracy"] <= 1
     from mlflow.tracking import MlflowClient
 

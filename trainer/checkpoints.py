@@ -9,7 +9,7 @@ A run directory holds everything needed to resume, evaluate or serve it::
         state.json                  epoch, compute counters so far, validation metrics
         config.yaml                 the resolved config again, so a checkpoint stands alone
     runs/<run>/model/               final Keras SavedModel (L2-normalised embeddings)
-    runs/<run>/results.json         final metrics and compute counters
+    runs/<run>/results.json         final metrics and compute counters (trainer/run_results.py)
 
 Under MultiWorkerMirroredStrategy every worker must take part in a save (the variables are
 collective); only the chief writes to the run directory, the others to a scratch directory.

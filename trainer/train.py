@@ -15,12 +15,11 @@ driver evaluates the kept model on the config's benchmarks (trainer/evaluation/b
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from trainer import checkpoints, cliargs, config as config_lib
+from trainer import checkpoints, cliargs, config as config_lib, run_results
 from trainer.config import Config, ConfigError, resolve_path
 from trainer.evaluation.benchmark import run_benchmarks
 from trainer.plan import open_tracking, plan_run, resume_plan
@@ -54,7 +53,7 @@ def launch(plan: dict, cfg: Config) -> dict:
     result = trainer_.fit()
     if result.error:
         raise RuntimeError(f"training failed: {result.error}")
-    return json.loads((Path(plan["run_dir"]) / "results.json").read_text())
+    return run_results.load(plan["run_dir"])
 
 
 def run_tracked(plan: dict, cfg: Config) -> dict:

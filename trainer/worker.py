@@ -10,12 +10,11 @@ when the run has a teacher.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer import checkpoints, config as config_lib
+from trainer import checkpoints, config as config_lib, run_results
 from trainer.compute import ComputeCounters, epoch_counters
 from trainer.config import Config, ConfigError
 
@@ -285,11 +284,11 @@ def _finish(plan: dict, cfg: Config, model, counters: ComputeCounters, last_epoc
         out.mkdir(exist_ok=True)
         results["test"] = evaluate_split(model, test_data, cfg.eval, out_dir=out, plots=True)
     model.save(str(run_dir / "model"), include_optimizer=False)
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    run_results.save(run_dir, results)
     if tracker:
         tracker.log_metrics({f"test_{k}": v for k, v in results.get("test", {}).items()})
         tracker.log_metrics(counters.as_metrics("compute/total_"))
-        for name in ("results.json", "config.yaml", "plan.json"):
+        for name in (run_results.RESULTS_FILE, "config.yaml", "plan.json"):
             tracker.log_artifact(str(run_dir / name))
         if (run_dir / "eval-test").exists():
             tracker.log_artifacts(str(run_dir / "eval-test"), "eval-test")

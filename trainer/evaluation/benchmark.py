@@ -192,7 +192,7 @@ def run_benchmarks(plan: dict, cfg) -> dict:
     eval-<name>/, figures in results.json and the run's MLflow run (``bench_<name>_<metric>``)."""
     if not cfg.eval.benchmarks:
         return {}
-    from trainer import checkpoints
+    from trainer import checkpoints, run_results
 
     model = checkpoints.load_run(plan["run_dir"])[0]
     found = {}
@@ -204,8 +204,7 @@ def run_benchmarks(plan: dict, cfg) -> dict:
         print(f"benchmark {name}: accuracy {found[name]['accuracy']:.4f} ± {found[name]['accuracy_std']:.4f}, "
               f"AUC {found[name]['auc']:.4f} ({int(found[name]['pairs'])} pairs)", flush=True)
         log_to_run(plan, name, found[name], Path(plan["run_dir"]) / f"eval-{name}")
-    results_file = Path(plan["run_dir"]) / "results.json"
-    results_file.write_text(json.dumps({**json.loads(results_file.read_text()), "benchmarks": found}, indent=1))
+    run_results.save(plan["run_dir"], {**run_results.load(plan["run_dir"]), "benchmarks": found})
     return found
 
 
