@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 
 from enroll import home as layout
+from trainer.run_plan import PLAN_FILE, RunPlan, Shards
 
 
 def forget(home: Path, name: str) -> dict:
@@ -46,8 +47,8 @@ def _retraining_data(home: Path) -> tuple[set[Path], set[str]]:
     """The caches the home's retraining runs prepared their data in, and the export folders they
     read (from the runs' plans: the paths as they were, should the home have moved since)."""
     caches, exports = set(), set()
-    for plan_file in layout.runs_dir(home).glob("*/plan.json"):
-        data = json.loads(plan_file.read_text()).get("config", {}).get("data", {})
+    for plan_file in layout.runs_dir(home).glob(f"*/{PLAN_FILE}"):
+        data = RunPlan.load(plan_file.parent).config.get("data", {})
         if data.get("cache_dir"):
             caches.add(Path(data["cache_dir"]))
         if data.get("extra_source"):
@@ -78,20 +79,22 @@ def _aligned_shards(home: Path, name: str) -> set[str]:
 
 def _run_plans(home: Path, shards: set[str]) -> int:
     """Drop deleted shards from the plans that list them, locally and in MLflow."""
+    def kept(paths: list[str]) -> list[str]:
+        return [p for p in paths if p not in shards]
+
     rewritten = 0
-    for plan_file in layout.runs_dir(home).glob("*/plan.json"):
-        plan = json.loads(plan_file.read_text())
-        lists = [plan.get("shards", {}), plan.get("eval_sets", {})]
-        if not any(shard in paths for group in lists for paths in group.values() for shard in shards):
+    for plan_file in layout.runs_dir(home).glob(f"*/{PLAN_FILE}"):
+        plan = RunPlan.load(plan_file.parent)
+        lists = [plan.shards.train, plan.shards.val, plan.shards.test, *plan.eval_sets.values()]
+        if all(kept(paths) == paths for paths in lists):
             continue
-        for group in lists:
-            for key, paths in group.items():
-                group[key] = [p for p in paths if p not in shards]
-        _write_json(plan_file, plan)
-        if plan.get("mlflow_run_id") and plan.get("tracking_uri"):
+        plan.shards = Shards(kept(plan.shards.train), kept(plan.shards.val), kept(plan.shards.test))
+        plan.eval_sets = {name: kept(paths) for name, paths in plan.eval_sets.items()}
+        plan.save(plan_file.parent)  # where it lies: the home may have moved since the run was planned
+        if plan.mlflow_run_id and plan.tracking_uri:
             from mlflow.tracking import MlflowClient
 
-            MlflowClient(plan["tracking_uri"]).log_artifact(plan["mlflow_run_id"], str(plan_file))
+            MlflowClient(plan.tracking_uri).log_artifact(plan.mlflow_run_id, str(plan_file))
         rewritten += 1
     return rewritten
 

@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+from trainer.run_plan import RunPlan
+
 # figure -> (what it is, in words; the setting holding how much it may fall)
 FIGURES = {
     "old_accuracy": ("old identities' verification accuracy", "promotion_max_drop"),
@@ -99,7 +101,7 @@ def compare(production: dict, candidate: dict, settings) -> tuple[dict, list[str
     return figures, reasons
 
 
-def promotion_gate(production_model, production_meta: dict, candidate, plan: dict, cfg, settings, gallery,
+def promotion_gate(production_model, production_meta: dict, candidate, plan: RunPlan, cfg, settings, gallery,
                    changed: list[str]) -> dict:
     """Measure both models on the same photos, each at its own τ for the home's FAR, and compare."""
     from enroll.models import calibrate
@@ -107,9 +109,9 @@ def promotion_gate(production_model, production_meta: dict, candidate, plan: dic
     from trainer import pipeline
 
     far = settings.far_target
-    split = "test" if plan["shards"]["test"] else "val"
-    strangers = pipeline.ordered_images(plan["shards"][split], plan["image_size"], cfg.eval.eval_batch_size)
-    faces = gate_faces(gallery, changed, plan["image_size"])
+    split = "test" if plan.shards.test else "val"
+    strangers = pipeline.ordered_images(getattr(plan.shards, split), plan.image_size, cfg.eval.eval_batch_size)
+    faces = gate_faces(gallery, changed, plan.image_size)
     same_far = production_meta.get("far_target") == far and "threshold" in production_meta
     thresholds = {"production": float(production_meta["threshold"]) if same_far else
                   calibrate(production_model, cfg, plan, far)["threshold"],
@@ -124,9 +126,9 @@ def promotion_gate(production_model, production_meta: dict, candidate, plan: dic
             "enrolled_faces": len(faces.everyone)}
 
 
-def log_to_mlflow(plan: dict, gate: dict) -> None:
+def log_to_mlflow(plan: RunPlan, gate: dict) -> None:
     """``gate/<figure>_production`` and ``gate/<figure>_candidate`` (and τ, passed) on the run's MLflow run."""
-    if not plan.get("mlflow_run_id"):
+    if not plan.mlflow_run_id:
         return
     try:
         from mlflow.entities import Metric
@@ -137,7 +139,7 @@ def log_to_mlflow(plan: dict, gate: dict) -> None:
                   for which in ("production", "candidate")}
         values.update({f"gate/threshold_{which}": tau for which, tau in gate["thresholds"].items()})
         values["gate/passed"] = float(gate["passed"])
-        MlflowClient(plan["tracking_uri"]).log_batch(plan["mlflow_run_id"], metrics=[
+        MlflowClient(plan.tracking_uri).log_batch(plan.mlflow_run_id, metrics=[
             Metric(key, float(value), now, 0) for key, value in values.items() if value is not None])
     except Exception as exc:  # noqa: BLE001 - the figures are stored with the job anyway
         print(f"warning: could not log the gate's figures to MLflow: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ from enroll.crops import decode_png
 from enroll.gallery import GalleryError
 from enroll.home import (production_file, read_meta, read_production, resolve_home, saved_model_dir, store_version,
                          write_production)
+from trainer.run_plan import RunPlan
 
 _LOADED: dict[Path, tuple[int, dict, object]] = {}  # home -> (version, meta, model), per process
 
@@ -85,7 +86,7 @@ def embed_pixels(model, pixels, batch_size: int = 128) -> np.ndarray:
                            for i in range(0, len(pixels), batch_size)]).astype(np.float32)
 
 
-def calibrate(model, cfg, plan, far_target: float) -> dict:
+def calibrate(model, cfg, plan: RunPlan, far_target: float) -> dict:
     """τ on the run's validation identities (test identities if it has none) at ``far_target``.
 
     FAR is only resolvable with at least 1/far_target different-person pairs; with fewer (small
@@ -95,10 +96,10 @@ def calibrate(model, cfg, plan, far_target: float) -> dict:
     from trainer.evaluate import embed, verification
     from trainer.evaluation import lfw_protocol
 
-    split = "val" if plan["shards"].get("val") else "test"
-    if not plan["shards"].get(split):
+    split = "val" if plan.shards.val else "test"
+    if not getattr(plan.shards, split):
         raise ModelError("the run has no validation or test identities to calibrate τ on")
-    data = pipeline.ordered_images(plan["shards"][split], plan["image_size"], cfg.eval.eval_batch_size)
+    data = pipeline.ordered_images(getattr(plan.shards, split), plan.image_size, cfg.eval.eval_batch_size)
     embeddings, identities, sources = embed(model, data)
     folds = max(2, cfg.eval.folds)
     # Enough pairs per fold for the FAR target to be resolvable when the split allows it.
@@ -142,12 +143,12 @@ def register_run(run_dir, home=None, far_target: float = 1e-3, gallery=None, gal
     own_gallery = gallery is None
     gallery = gallery if gallery is not None else SqliteGallery(home)
     try:
-        meta = {"model_name": cfg.model.name, "image_size": int(plan["image_size"]),
+        meta = {"model_name": cfg.model.name, "image_size": plan.image_size,
                 "embedding_dim": int(model.output_shape[-1]), "threshold": calibration["threshold"],
                 "far_target": far_target, "threshold_method": calibration["method"], "calibration": calibration,
                 "source_run": str(Path(run_dir).resolve()), "source_checkpoint": str(checkpoint),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "gallery_version": int(plan.get("gallery_version", 0) if gallery_version is None else gallery_version)}
+                "gallery_version": int(plan.gallery_version if gallery_version is None else gallery_version)}
         version = store_version(home, model, meta)
         for _ in range(20):  # each pass embeds faces enrolled meanwhile; normally one pass
             backfill(gallery, version, model, meta["image_size"], saved_model_dir(home, version))

@@ -28,26 +28,27 @@ from pathlib import Path
 import enroll  # noqa: F401  (tf-keras before TensorFlow)
 from enroll import home as layout
 from trainer import run_results
+from trainer.run_plan import RunPlan
 
 
-def register_champion(plan: dict, production_version: int) -> str:
+def register_champion(plan: RunPlan, production_version: int) -> str:
     """Point the MLflow Model Registry alias ``champion`` at the promoted run's exported model."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(plan["tracking_uri"])
+    client = MlflowClient(plan.tracking_uri)
     try:
         client.create_registered_model("facenet", description="FaceNet embedding model serving enrolment")
     except MlflowException:
         pass  # already registered
-    run = client.get_run(plan["mlflow_run_id"])
+    run = client.get_run(plan.mlflow_run_id)
     version = client.create_model_version("facenet", f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
                                           tags={"production_version": str(production_version)})
     client.set_registered_model_alias("facenet", "champion", version.version)
     return version.version
 
 
-def promote(home: Path, plan: dict, far_target: float, gallery, gallery_version: int) -> dict:
+def promote(home: Path, plan: RunPlan, far_target: float, gallery, gallery_version: int) -> dict:
     """Make the run production, then serve it, then name it champion.
 
     Each step is atomic on its own (a model version appears whole, PRODUCTION is renamed into
@@ -59,16 +60,15 @@ def promote(home: Path, plan: dict, far_target: float, gallery, gallery_version:
     from enroll.models import register_run
     from enroll.serving_export import export_home
 
-    version = register_run(plan["run_dir"], home, far_target, gallery, gallery_version)
+    version = register_run(plan.run_dir, home, far_target, gallery, gallery_version)
     served = export_home(home)
     return {"production_version": version, "serving_version": served.name,
-            "registry_version": register_champion(plan, version) if plan.get("mlflow_run_id") else None}
+            "registry_version": register_champion(plan, version) if plan.mlflow_run_id else None}
 
 
 def run_retrain(home: Path, job_id: int) -> dict:
     from trainer import config as config_lib, train
     from trainer.checkpoints import load_run
-    from trainer.splits import Split
     from trainer.warm_start import stop_at, warm_start_config
 
     from enroll.gate import describe, log_to_mlflow, promotion_gate
@@ -82,7 +82,7 @@ def run_retrain(home: Path, job_id: int) -> dict:
     try:
         settings = load_settings(home)
         version, meta, production_model = production(home)
-        source = json.loads((Path(meta["source_run"]) / "plan.json").read_text())
+        source = RunPlan.load(meta["source_run"])
         changed = sorted({c.name for c in gallery.changes_since(meta.get("gallery_version", 0))
                           if c.name and gallery.get(c.name) is not None})
         people = layout.retrain_people_dir(home, job_id)
@@ -90,7 +90,7 @@ def run_retrain(home: Path, job_id: int) -> dict:
 
         target = _last_val_accuracy(Path(meta["source_run"]))
         # No warm-up: a warm start begins at a minimum the base run found (trainer/warm_start.py).
-        cfg = warm_start_config(config_lib.from_dict(source["config"]), epochs=settings.retrain_epochs,
+        cfg = warm_start_config(config_lib.from_dict(source.config), epochs=settings.retrain_epochs,
                                 steps_per_epoch=settings.retrain_steps_per_epoch,
                                 learning_rate_scale=settings.retrain_learning_rate_scale, warmup_epochs=0,
                                 stop_when=stop_at({"val_accuracy": target}, settings.promotion_max_drop) if target else "",
@@ -98,14 +98,14 @@ def run_retrain(home: Path, job_id: int) -> dict:
         cfg.data.extra_source = str(people)
         cfg.eval.benchmarks = []  # the base run's figures; a retraining is judged by the gate
         keep_or_drop_teacher(cfg)
-        plan = train.plan_run(cfg, None, split=Split(**source["split"]))
-        plan.update(init_from=meta["source_checkpoint"], gallery_version=gallery_version, retrain_job=job_id)
+        plan = train.plan_run(cfg, None, split=source.split)
+        plan.init_from, plan.gallery_version = meta["source_checkpoint"], gallery_version  # saved by open_tracking
         results = train.run_tracked(plan, cfg)
 
-        candidate, _, _ = load_run(plan["run_dir"])
+        candidate, _, _ = load_run(plan.run_dir)
         gate = promotion_gate(production_model, meta, candidate, plan, cfg, settings, gallery, changed)
         log_to_mlflow(plan, gate)
-        summary = {"run_dir": plan["run_dir"], "compute": results["compute"], "gate": gate}
+        summary = {"run_dir": plan.run_dir, "compute": results["compute"], "gate": gate}
         if not gate["passed"]:
             gallery.update_job(job_id, "rejected", "; ".join(gate["reasons"]), result={"gate": gate})
             return summary

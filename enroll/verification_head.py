@@ -14,16 +14,15 @@ JSON coefficients (``enroll.home.verification_head_file``), never pickled; later
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 from enroll.gallery import GalleryError, validate_name
 from enroll.home import read_verification_head, verification_head_file, write_verification_head
+from trainer.run_plan import RunPlan
 
 HEAD_IDENTITIES = 100  # training identities embedded to fit the head (a subset of the split's shards)
 HEAD_PAIRS = 4000  # matched pairs (and as many mismatched) to fit it on
@@ -105,13 +104,10 @@ def train_for_run(model, run_dir, far_target: float) -> dict:
     from trainer.evaluate import embed_shards
 
     try:
-        plan = json.loads((Path(run_dir) / "plan.json").read_text())
-        shards = plan["shards"]
-        train = head_training_shards(shards["train"])
-        held = shards.get("val") or shards.get("test")
-        size = int(plan["image_size"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        plan = RunPlan.load(run_dir)
+    except (OSError, ValueError) as exc:
         raise GalleryError(f"cannot train the verification head on run {run_dir}: {type(exc).__name__}: {exc}") from None
+    train, held, size = head_training_shards(plan.shards.train), plan.shards.val or plan.shards.test, plan.image_size
     if len(train) < 2 or not held:
         raise GalleryError(f"cannot train the verification head on run {run_dir}: it needs training and "
                            "validation identities")

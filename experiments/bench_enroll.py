@@ -40,22 +40,25 @@ def tiny_run(tmp: Path) -> Path:
     cfg = smoke_config(make_identity_folders(tmp / "faces"), tmp, epochs=1, steps_per_epoch=4, run_name="bench")
     plan = train.plan_run(cfg, None, progress=False)
     train.launch(plan, cfg)
-    return Path(plan["run_dir"])
+    return Path(plan.run_dir)
 
 
 def loadable_run(run: Path, tmp: Path) -> Path:
     """Runs made before a trainer config key was retired no longer load (configs are strict): give
     the bench a copy of the plan without keys the current config lacks, checkpoints linked."""
-    from trainer import config as config_lib
+    from dataclasses import replace
 
-    plan = json.loads((run / "plan.json").read_text())
+    from trainer import config as config_lib
+    from trainer.run_plan import RunPlan
+
+    plan = RunPlan.load(run)
     known = config_lib.Config().to_dict()
-    config = {s: {k: v for k, v in sec.items() if k in known[s]} for s, sec in plan["config"].items() if s in known}
-    if config == plan["config"]:
+    config = {s: {k: v for k, v in sec.items() if k in known[s]} for s, sec in plan.config.items() if s in known}
+    if config == plan.config:
         return run
     copy = tmp / run.name
     copy.mkdir()
-    (copy / "plan.json").write_text(json.dumps({**plan, "config": config}))
+    replace(plan, config=config).save(copy)
     (copy / "checkpoints").symlink_to(run.resolve() / "checkpoints")
     return copy
 
@@ -172,9 +175,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(REPO / "experiments/results/bench_enroll.json"))
     args = parser.parse_args(argv)
     from enroll.models import production_meta, register_run
+    from trainer.run_plan import PLAN_FILE
 
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(args.run) if (Path(args.run) / "plan.json").exists() else tiny_run(Path(tmp))
+        run = Path(args.run) if (Path(args.run) / PLAN_FILE).exists() else tiny_run(Path(tmp))
         home = Path(tmp) / "home"
         register_run(loadable_run(run, Path(tmp)), home)
         _, meta = production_meta(home)

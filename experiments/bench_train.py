@@ -21,6 +21,7 @@ from pathlib import Path
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 from trainer import config as config_lib, run_results, train
+from trainer.run_plan import RunPlan
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -37,7 +38,7 @@ def bench_config(args, workers: int, cpus: float, run_name: str, precision: str 
     })
 
 
-def plain_fit(plan: dict, cfg) -> dict:
+def plain_fit(plan: RunPlan, cfg) -> dict:
     """The baseline: one process, ``model.compile`` + ``model.fit`` with the triplet loss."""
     import tf_keras as keras
 
@@ -46,11 +47,11 @@ def plain_fit(plan: dict, cfg) -> dict:
     from trainer.models import build_model
 
     t = cfg.train
-    model = build_model(cfg.model.name, cfg.model.embedding_dim, plan["image_size"])
+    model = build_model(cfg.model.name, cfg.model.embedding_dim, plan.image_size)
     model.compile(keras.optimizers.Adam(t.learning_rate), TripletSemiHardLoss(t.margin, t.distance_metric))
-    shards = plan["shards"]["train"]
+    shards = plan.shards.train
     data = pipeline.pk_batches(shards, list(range(len(shards))), t.identities_per_batch, t.images_per_identity,
-                               plan["image_size"], True, seed=0)
+                               plan.image_size, True, seed=0)
     epoch_seconds = []
 
     class Timer(keras.callbacks.Callback):
@@ -65,20 +66,20 @@ def plain_fit(plan: dict, cfg) -> dict:
     return {"images_per_second": images / epoch_seconds[-1], "epoch_seconds": epoch_seconds[-1]}
 
 
-def ray_fit(plan: dict, cfg) -> dict:
+def ray_fit(plan: RunPlan, cfg) -> dict:
     results = train.run_tracked(plan, cfg)
     last = results["last_epoch"]
     return {"images_per_second": last["compute/epoch_images"] / last["compute/epoch_wall_seconds"],
             "epoch_seconds": last["compute/epoch_wall_seconds"], "input_wait_fraction": last["input_wait_fraction"]}
 
 
-def input_pipeline_only(plan: dict, cfg, batches: int) -> dict:
+def input_pipeline_only(plan: RunPlan, cfg, batches: int) -> dict:
     from trainer import pipeline
 
     t = cfg.train
-    shards = plan["shards"]["train"]
+    shards = plan.shards.train
     data = iter(pipeline.pk_batches(shards, list(range(len(shards))), t.identities_per_batch,
-                                    t.images_per_identity, plan["image_size"], True, seed=0))
+                                    t.images_per_identity, plan.image_size, True, seed=0))
     next(data)
     started = time.perf_counter()
     for _ in range(batches):

@@ -155,12 +155,12 @@ def run(run_dir: str, fars: list[float]) -> dict:
 
     started = time.time()
     model, _, plan = load_run(run_dir)
-    size, shards = plan["image_size"], plan["shards"]
-    test = embed_shards(model, shards["test"], size)
-    val = embed_shards(model, shards["val"], size)
+    size, shards = plan.image_size, plan.shards
+    test = embed_shards(model, shards.test, size)
+    val = embed_shards(model, shards.val, size)
     taus = {far: calibrate_tau(*val, far) for far in fars}
     head_start = time.time()
-    head = fit_head(*embed_shards(model, head_training_shards(shards["train"]), size))
+    head = fit_head(*embed_shards(model, head_training_shards(shards.train), size))
     head_seconds = time.time() - head_start
     heads = {far: calibrate_head(head, *val, far) for far in fars}
     return {"run": run_dir, "taus": {str(f): t for f, t in taus.items()},
@@ -168,7 +168,7 @@ def run(run_dir: str, fars: list[float]) -> dict:
             "identification": identification(*test, taus),
             "verification": verification(head, *test, {f: (taus[f], heads[f]["threshold"]) for f in fars}),
             "head": {"train_pairs": head["train_pairs"], "train_accuracy": head["train_accuracy"],
-                     "train_shards": len(head_training_shards(shards["train"])),
+                     "train_shards": len(head_training_shards(shards.train)),
                      "seconds_incl_embedding": head_seconds},
             "seconds": time.time() - started}
 

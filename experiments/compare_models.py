@@ -24,33 +24,34 @@ import trainer  # noqa: F401  (tf-keras before TensorFlow)
 from trainer import checkpoints, config as config_lib
 from trainer.evaluate import embed_shards, evaluate_embeddings
 from trainer.evaluation.benchmark import benchmark_name, evaluate_benchmark
+from trainer.run_plan import RunPlan
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEYS = ("accuracy", "accuracy_std", "val", "auc", "eer")
 
 
-def split_figures(embedder, plan: dict, cfg) -> dict:
-    embedded = embed_shards(embedder, plan["shards"]["test"], plan["image_size"], cfg.eval.eval_batch_size)
+def split_figures(embedder, plan: RunPlan, cfg) -> dict:
+    embedded = embed_shards(embedder, plan.shards.test, plan.image_size, cfg.eval.eval_batch_size)
     metrics = evaluate_embeddings(*embedded, cfg.eval)
     return {k: metrics[k] for k in KEYS + ("oneshot_rank1",) if k in metrics}
 
 
-def benchmark_figures(embedder, plan: dict, cfg, benchmarks) -> dict:
+def benchmark_figures(embedder, plan: RunPlan, cfg, benchmarks) -> dict:
     found = {}
     for bench in benchmarks:
         name = benchmark_name(bench.pairs, bench.name or None)
         metrics = evaluate_benchmark(embedder, config_lib.resolve_path(bench.pairs),
-                                     config_lib.resolve_path(bench.images), cfg.data.cache_dir, plan["image_size"],
+                                     config_lib.resolve_path(bench.images), cfg.data.cache_dir, plan.image_size,
                                      cfg.eval.far_target, None, cfg.eval.eval_batch_size, bench.numbering)
         found[name] = {k: metrics[k] for k in KEYS + ("pairs", "fallback_photos")}
     return found
 
 
-def student_speed(model, plan: dict, images: int = 512, batch: int = 64) -> float:
+def student_speed(model, plan: RunPlan, images: int = 512, batch: int = 64) -> float:
     """Aligned crops embedded per second (batches of ``batch``, after one warm-up batch)."""
     import tensorflow as tf
 
-    crops = tf.random.uniform((batch, plan["image_size"], plan["image_size"], 3), 0, 255)
+    crops = tf.random.uniform((batch, plan.image_size, plan.image_size, 3), 0, 255)
     model(crops, training=False)
     started = time.perf_counter()
     for _ in range(images // batch):

@@ -29,18 +29,19 @@ from pathlib import Path
 import numpy as np
 
 import serving  # noqa: F401  (tf-keras before TensorFlow)
+from trainer.run_plan import RunPlan
 
 RESULTS = Path(__file__).resolve().parent / "results" / "edge_export.json"
 
 
-def test_split(plan: dict, identities: int = 0):
+def test_split(plan: RunPlan, identities: int = 0):
     """(images [N, S, S, 3], identity names, sources) of the run's test shards (the first
     ``identities`` shards when given: each shard is one identity)."""
     from trainer import pipeline
 
-    shards = plan["shards"]["test"][:identities or None]
+    shards = plan.shards.test[:identities or None]
     images, names, sources = [], [], []
-    for batch in pipeline.ordered_images(shards, plan["image_size"], batch_size=128):
+    for batch in pipeline.ordered_images(shards, plan.image_size, batch_size=128):
         images.append(batch["image"].numpy())
         names += [s.decode() for s in batch["identity"].numpy()]
         sources += [s.decode() for s in batch["source"].numpy()]
@@ -84,7 +85,7 @@ def measure(run_dir: str, identities: int = 0, threads: int | None = None, singl
     threads = threads or os.cpu_count() or 1
     model, cfg, plan = load_run(run_dir)
     images, names, sources = test_split(plan, identities)
-    crops = tflite.representative_crops(run_dir, plan["image_size"])
+    crops = tflite.representative_crops(run_dir, plan.image_size)
     scratch = Path(tempfile.mkdtemp(prefix="edge-export-"))
     candidates = [("Keras float32 (SavedModel)", None)] + [(f"TFLite {q}", q) for q in ("float32", "float16", "int8")]
     try:
@@ -96,7 +97,7 @@ def measure(run_dir: str, identities: int = 0, threads: int | None = None, singl
         rows, reference = _rows(model, cfg, candidates, images, names, sources, crops, scratch, threads, singles, batches)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"run": run_dir, "architecture": model.name, "image_size": plan["image_size"],
+    return {"run": run_dir, "architecture": model.name, "image_size": plan.image_size,
             "test_images": len(images), "test_identities": len(set(names)), "pairs": int(len(reference["dist"])),
             "representative_crops": len(crops), "threads": threads, "interpreter": interpreter_class().__module__,
             "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "rows": rows}

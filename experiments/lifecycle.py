@@ -31,29 +31,29 @@ import trainer  # noqa: F401  (tf-keras before TensorFlow)
 from enroll.home import runs_dir, settings_file
 from experiments.lifecycle_probes import identify_all, photos_of, probes_of
 from trainer import config as config_lib, console, ray_setup, run_results, train
+from trainer.run_plan import RunPlan
 
 
 def stage(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
-def full_retraining(cfg, retrain_plan: dict, base_plan: dict) -> dict:
+def full_retraining(cfg, retrain_plan: RunPlan, base_plan: RunPlan) -> dict:
     """N_prim: the warm start's data (base identities + the enrolled people), trained from scratch
     with the base run's budget; grouped with N and N_adpt under one MLflow parent run, as
     experiments/warm_vs_full.py does, so the UI compares the three."""
     from trainer import tracking
-    from trainer.splits import Split
 
-    prim_cfg = config_lib.from_dict(retrain_plan["config"])
+    prim_cfg = config_lib.from_dict(retrain_plan.config)
     prim_cfg.train.epochs, prim_cfg.train.steps_per_epoch = cfg.train.epochs, cfg.train.steps_per_epoch
     prim_cfg.train.stop_when = ""  # out_dir stays the home's runs/: remove-person finds its plan there
-    prim_cfg.train.run_name = f"{base_plan['run_name']}-N_prim"
-    parent = tracking.parent_run(base_plan["tracking_uri"], cfg.mlflow.experiment,
-                                 f"warm_vs_full-{base_plan['run_name']}")
-    prim_plan = train.plan_run(prim_cfg, None, split=Split(**retrain_plan["split"]))
-    prim_plan["parent_run_id"] = parent
+    prim_cfg.train.run_name = f"{base_plan.run_name}-N_prim"
+    parent = tracking.parent_run(base_plan.tracking_uri, cfg.mlflow.experiment,
+                                 f"warm_vs_full-{base_plan.run_name}")
+    prim_plan = train.plan_run(prim_cfg, None, split=retrain_plan.split)
+    prim_plan.parent_run_id = parent
     results = train.run_tracked(prim_plan, prim_cfg)
-    tracking.adopt(base_plan["tracking_uri"], parent, (base_plan["mlflow_run_id"], retrain_plan["mlflow_run_id"]))
+    tracking.adopt(base_plan.tracking_uri, parent, (base_plan.mlflow_run_id, retrain_plan.mlflow_run_id))
     return results
 
 
@@ -192,8 +192,8 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
     prim_results = {}
     if retrained and not args.skip_full_retrain:
         stage("10. for comparison: full retraining from scratch on the same changed data (N_prim)")
-        prim_results = full_retraining(cfg, json.loads((retrained[0] / "plan.json").read_text()), plan)
-    summary = {"run": plan["run_dir"], "home": str(home), "test": results.get("test", {}), "before": before,
+        prim_results = full_retraining(cfg, RunPlan.load(retrained[0]), plan)
+    summary = {"run": plan.run_dir, "home": str(home), "test": results.get("test", {}), "before": before,
                "after": after, "retrain_job": {"state": finished.state, "detail": finished.detail,
                                                "gate": finished.result.get("gate")},
                "N": results["compute"], "N_adpt": retrain_results.get("compute", {}),
@@ -206,7 +206,7 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
     return 0 if finished.state in ("succeeded", "rejected") else 1  # a gate refusing a worse model is the system working
 
 
-def base_model(args, cfg) -> tuple[dict, dict]:
+def base_model(args, cfg) -> tuple[RunPlan, dict]:
     """Stages 1-3: train the base run, or take the finished ``--base-run``; (its plan, its results)."""
     if args.base_run:
         from trainer.checkpoints import load_run
@@ -220,13 +220,13 @@ def base_model(args, cfg) -> tuple[dict, dict]:
     return plan, train.run_tracked(plan, cfg)
 
 
-def publish_production(plan: dict, home: Path, far_target: float) -> None:
+def publish_production(plan: RunPlan, home: Path, far_target: float) -> None:
     """Stage 4: the base run becomes the home's production model (τ at ``far_target``), exported for TF-Serving."""
     from enroll import cli as enroll_cli
     from enroll.settings import init_production
 
     stage("4. production model and TF-Serving export")
-    init_production(plan["run_dir"], home, far_target)
+    init_production(plan.run_dir, home, far_target)
     enroll_cli.main(["export-serving", "--home", str(home)])
 
 
@@ -267,7 +267,7 @@ def warm_start_retraining(home: Path, ray_address: str, log: console.Capture):
     return finished
 
 
-def print_summary(summary: dict, plan: dict, cfg, log: console.Capture) -> None:
+def print_summary(summary: dict, plan: RunPlan, cfg, log: console.Capture) -> None:
     """The summary tables (identification before/after retraining; N vs N_prim vs N_adpt) and where to look."""
     before, after, full = summary["before"], summary["after"], summary["N"]
     stage("summary")
@@ -283,7 +283,7 @@ def print_summary(summary: dict, plan: dict, cfg, log: console.Capture) -> None:
                   f"{'–' if accuracy is None else f'{accuracy:.3f}'} | {compute['train_flops'] / full['train_flops']:.3f} |")
     print(f"\nretraining job {summary['retrain_job']['state']}")
     print(f"test split: accuracy {summary['test'].get('accuracy', float('nan')):.3f}; "
-          f"MLflow: mlflow ui --backend-store-uri {plan['tracking_uri']}  (experiment '{cfg.mlflow.experiment}')")
+          f"MLflow: mlflow ui --backend-store-uri {plan.tracking_uri}  (experiment '{cfg.mlflow.experiment}')")
     print(f"everything: {summary['home']} (summary in lifecycle.json)")
     print(f"full log: {log.path}")
 

@@ -26,11 +26,11 @@ def score(model, cfg, plan) -> dict[str, float]:
     from trainer.evaluate import embed, evaluate_embeddings
     from trainer.evaluation.benchmark import benchmark_name, evaluate_benchmark
 
-    data = pipeline.ordered_images(plan["shards"]["val"], plan["image_size"], cfg.eval.eval_batch_size)
+    data = pipeline.ordered_images(plan.shards.val, plan.image_size, cfg.eval.eval_batch_size)
     val = evaluate_embeddings(*embed(model, data), cfg.eval)
     figures = {"val_accuracy": val["accuracy"], "val_oneshot_rank1": val.get("oneshot_rank1", float("nan"))}
     for bench in cfg.eval.benchmarks:
-        metrics = evaluate_benchmark(model, bench.pairs, bench.images, cfg.data.cache_dir, plan["image_size"],
+        metrics = evaluate_benchmark(model, bench.pairs, bench.images, cfg.data.cache_dir, plan.image_size,
                                      numbering=bench.numbering, ray_address=cfg.ray.address)
         figures[benchmark_name(bench.pairs, bench.name)] = metrics["accuracy"]
     return figures

@@ -75,21 +75,21 @@ def run_child(cfg, label: str, source: Path, split: Split, eval_people: dict[str
     cfg = config_lib.from_dict(cfg.to_dict())
     cfg.data.source, cfg.train.run_name = str(source), f"warm_vs_full-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     plan = train.plan_run(cfg, None, split=split)
-    manifest = json.loads(Path(plan["manifest"]).read_text())
-    plan["eval_sets"] = {"val": plan["shards"]["val"],
-                         **{name: shard_paths(manifest, sorted(names)) for name, names in eval_people.items()}}
-    plan.update(init_from=init_from, parent_run_id=parent_run_id)
+    manifest = json.loads(Path(plan.manifest).read_text())
+    plan.eval_sets = {"val": plan.shards.val,
+                      **{name: shard_paths(manifest, sorted(names)) for name, names in eval_people.items()}}
+    plan.init_from, plan.parent_run_id = init_from, parent_run_id  # saved by open_tracking
     if tags:  # set when the run is created, so a round's runs can be found while they train
         from mlflow.tracking import MlflowClient
 
         open_tracking(plan, cfg)
         for key, value in tags.items():
-            MlflowClient(plan["tracking_uri"]).set_tag(plan["mlflow_run_id"], key, str(value))
+            MlflowClient(plan.tracking_uri).set_tag(plan.mlflow_run_id, key, str(value))
     results = train.run_tracked(plan, cfg)
     history = [json.loads((d / "state.json").read_text())["metrics"]
-               for d in sorted((Path(plan["run_dir"]) / "checkpoints").glob("epoch-*"))]
+               for d in sorted((Path(plan.run_dir) / "checkpoints").glob("epoch-*"))]
     keys = ("epoch", "compute/total_train_flops", "compute/total_steps", *(f"{n}_accuracy" for n in ("val", *eval_people)))
-    return {"label": label, "run_dir": plan["run_dir"], "mlflow_run_id": plan["mlflow_run_id"],
+    return {"label": label, "run_dir": plan.run_dir, "mlflow_run_id": plan.mlflow_run_id,
             "compute": results["compute"], "final": results["last_epoch"], "test": results.get("test", {}),
             "history": [{k: h[k] for k in keys} for h in history]}
 

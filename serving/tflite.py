@@ -24,7 +24,6 @@ failure leaves no file behind. ``serving.tflite_embedder`` runs the result.
 """
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from pathlib import Path
@@ -43,11 +42,13 @@ def representative_crops(source, image_size: int, limit: int = REPRESENTATIVE_CR
     identities), a directory of ``*.tfrecord`` shards (the same), or a directory of aligned crops
     (images, resized to S; they are not detected or aligned here). Raises ValueError when it holds none.
     """
+    from trainer.run_plan import PLAN_FILE, RunPlan
+
     source = Path(source)
     if not source.is_dir():
         raise ValueError(f"representative data {source} is not a directory (a run or a folder of crops)")
-    if (source / "plan.json").exists():
-        shards = json.loads((source / "plan.json").read_text()).get("shards", {}).get("train", [])
+    if (source / PLAN_FILE).exists():
+        shards = RunPlan.load(source).shards.train
     else:
         shards = sorted(str(p) for p in source.rglob("*.tfrecord"))
     if shards:

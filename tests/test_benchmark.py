@@ -56,7 +56,7 @@ def test_cli_scores_an_lfw_named_benchmark_and_logs_to_mlflow(tracked_run, tmp_p
 
     images = lfw_named_folder(tmp_path / "lfwsynth" / "images")
     pairs_file = write_benchmark_pairs(images, tmp_path / "lfwsynth" / "pairs.txt")
-    run_dir = Path(tracked_run["run_dir"])
+    run_dir = Path(tracked_run.run_dir)
     assert evaluate.main([str(run_dir), "--pairs", str(pairs_file), "--images", str(images)]) == 0
     out = run_dir / "eval-lfwsynth"  # the name defaults to the pairs file's folder
     metrics = json.loads((out / "metrics.json").read_text())
@@ -71,11 +71,11 @@ def test_cli_scores_an_lfw_named_benchmark_and_logs_to_mlflow(tracked_run, tmp_p
     assert (out / "roc.png").stat().st_size and (out / "distances.png").stat().st_size
     assert metrics["folds"] == 2 and "accuracy (2-fold)" in capsys.readouterr().out
 
-    client = MlflowClient(tracking_uri=tracked_run["tracking_uri"])
-    logged = client.get_run(tracked_run["mlflow_run_id"]).data.metrics
+    client = MlflowClient(tracking_uri=tracked_run.tracking_uri)
+    logged = client.get_run(tracked_run.mlflow_run_id).data.metrics
     assert logged["bench_lfwsynth_accuracy"] == pytest.approx(metrics["accuracy"])
     assert logged["bench_lfwsynth_fallback_photos"] == metrics["fallback_photos"]
-    artifacts = {a.path for a in client.list_artifacts(tracked_run["mlflow_run_id"], "bench-lfwsynth")}
+    artifacts = {a.path for a in client.list_artifacts(tracked_run.mlflow_run_id, "bench-lfwsynth")}
     assert {"bench-lfwsynth/metrics.json", "bench-lfwsynth/roc.png"} <= artifacts
 
     # The split evaluation is unchanged beside the new mode.
@@ -90,8 +90,8 @@ def test_evaluate_benchmark_on_sorted_numbering(tracked_run, tmp_path):
 
     images = make_identity_folders(tmp_path / "plain", identities=4, images=3, seed=3)
     pairs_file = write_benchmark_pairs(images, tmp_path / "plain.pairs.txt", per_fold=3)
-    model, cfg, plan = checkpoints.load_run(tracked_run["run_dir"])
-    metrics = benchmark.evaluate_benchmark(model, pairs_file, images, cfg.data.cache_dir, plan["image_size"])
+    model, cfg, plan = checkpoints.load_run(tracked_run.run_dir)
+    metrics = benchmark.evaluate_benchmark(model, pairs_file, images, cfg.data.cache_dir, plan.image_size)
     assert metrics["pairs"] == 12 and 0.0 <= metrics["accuracy"] <= 1.0
     assert benchmark.benchmark_name(pairs_file) == "plain"
 
@@ -133,12 +133,12 @@ def test_bad_input_is_one_error_line_and_exit_2(tracked_run, tmp_path, capsys, p
     pairs_file = tmp_path / "pairs.txt"
     if pairs_text is not None:
         pairs_file.write_text(pairs_text)
-    code = evaluate.main([tracked_run["run_dir"], "--pairs", str(pairs_file), "--images", str(tmp_path / images)])
+    code = evaluate.main([tracked_run.run_dir, "--pairs", str(pairs_file), "--images", str(tmp_path / images)])
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert re.search(message, err), err
-    assert not (Path(tracked_run["run_dir"]) / f"eval-{benchmark.benchmark_name(pairs_file)}").exists()
+    assert not (Path(tracked_run.run_dir) / f"eval-{benchmark.benchmark_name(pairs_file)}").exists()
 
 
 def test_cli_process_refuses_a_non_run_and_bad_arguments(tmp_path):
@@ -159,7 +159,7 @@ def test_mirror_average_experiment_scores_both_ways(tracked_run, tmp_path, capsy
     from experiments import mirror_average
 
     out = tmp_path / "mirror.json"
-    assert mirror_average.main([tracked_run["run_dir"], "--out", str(out)]) == 0
+    assert mirror_average.main([tracked_run.run_dir, "--out", str(out)]) == 0
     (row,) = json.loads(out.read_text())["rows"]
     assert set(row["plain"]) == set(row["mirror_average"]) >= {"val_accuracy", "val_oneshot_rank1"}
     assert all(0.0 <= v <= 1.0 for v in row["plain"].values() if v == v)

@@ -14,6 +14,7 @@ from enroll.gallery import GalleryError
 from enroll.home import meta_file, verification_head_file, write_production
 from enroll.index import normalise
 from enroll.store import SqliteGallery
+from trainer.run_plan import RunPlan, Shards
 
 DIM = 128
 TAU = 0.9
@@ -143,8 +144,8 @@ def fake_run(tmp_path, monkeypatch):
     """A run directory whose shards are names; embed_shards answers synthetic clusters for them."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    shards = {"train": [f"t{i}" for i in range(30)], "val": [f"v{i}" for i in range(12)], "test": []}
-    (run_dir / "plan.json").write_text(json.dumps({"image_size": 8, "shards": shards}))
+    RunPlan(run_dir=str(run_dir), config={}, image_size=8,
+            shards=Shards(train=[f"t{i}" for i in range(30)], val=[f"v{i}" for i in range(12)])).save()
     data = {"t": clusters(30, 5, seed=2), "v": clusters(12, 5, seed=3)}
     calls = []
 
@@ -202,7 +203,7 @@ def test_experiment_main_writes_json_and_markdown(tmp_path, monkeypatch, capsys)
     from experiments import closed_set as exp
 
     data = {"train": clusters(30, 6, seed=7), "val": clusters(12, 6, seed=8), "test": clusters(16, 8, seed=9)}
-    plan = {"image_size": 8, "shards": {split: [split] for split in data}}
+    plan = RunPlan(run_dir="run", config={}, image_size=8, shards=Shards(**{split: [split] for split in data}))
     monkeypatch.setattr("trainer.checkpoints.load_run", lambda run_dir: (object(), None, plan))
     monkeypatch.setattr("trainer.evaluate.embed_shards", lambda model, shards, size: data[shards[0]])
     out = tmp_path / "closed_set.json"

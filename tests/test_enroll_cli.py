@@ -29,7 +29,7 @@ def trained_run(synthetic_root, tmp_path_factory, local_ray):
     cfg = smoke_config(synthetic_root, tmp, epochs=1, steps_per_epoch=4, run_name="tiny-enroll")
     plan = train.plan_run(cfg, None, progress=False)
     train.launch(plan, cfg)
-    return Path(plan["run_dir"])
+    return Path(plan.run_dir)
 
 
 @pytest.fixture(scope="module")

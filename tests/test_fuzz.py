@@ -372,11 +372,12 @@ def stubbed_work():
     """Stub the expensive steps after argument and config handling: no training, preparation or export."""
     from serving import export
     from trainer import prepare, train
+    from trainer.run_plan import RunPlan
 
     def plan_run(cfg, config_path, *a, **k):
         if not cfg.data.source:
             raise train.ConfigError("no dataset given: set data.source to an identity-folder root or tfds:<name>")
-        return {"run_dir": "stub-run", "run_name": "stub"}
+        return RunPlan(run_dir="stub-run", config=cfg.to_dict(), image_size=0, run_name="stub")
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train, "plan_run", plan_run)

@@ -219,7 +219,7 @@ def test_a_finished_run_can_be_the_base_instead_of_training_one(lifecycle_run, t
     done, home, *_ = lifecycle_run
     run_dir = Path(json.loads((home / "lifecycle.json").read_text())["run"])
     plan, results = base_model(argparse.Namespace(base_run=run_dir), None)
-    assert plan["run_dir"] == str(run_dir) and results["test"]["accuracy"] > 0
+    assert plan.run_dir == str(run_dir) and results["test"]["accuracy"] > 0
     missing = lifecycle("--base-run", str(tmp_path / "no-such-run"), "--people", str(shared_data / "lfw_mini"),
                         "--home", str(tmp_path / "home"), timeout=300)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr[-2000:]

@@ -115,8 +115,8 @@ def test_retrain_promotes_a_warm_started_model(home, trained_run, ray_head, caps
     candidate, cfg, plan = load_run(meta["source_run"])
     assert meta["far_target"] == before["far_target"] == 0.05, "τ recalibrated at the FAR chosen at init"
     assert meta["threshold"] == pytest.approx(calibrate(candidate, cfg, plan, 0.05)["threshold"])
-    assert plan["init_from"] == before["source_checkpoint"], "warm start from the production weights"
-    assert len(plan["shards"]["train"]) > 4, "base identities are replayed next to the enrolled people"
+    assert plan.init_from == before["source_checkpoint"], "warm start from the production weights"
+    assert len(plan.shards.train) > 4, "base identities are replayed next to the enrolled people"
     exported = list((home / f"retrain/job-{report['job']}/people/{HELD_OUT}").iterdir())
     assert len(exported) == 1, "the held-out photo is not trained on"
     with SqliteGallery(home) as gallery:
@@ -131,10 +131,10 @@ def test_retrain_promotes_a_warm_started_model(home, trained_run, ray_head, caps
 
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(plan["tracking_uri"])
+    client = MlflowClient(plan.tracking_uri)
     champion = client.get_model_version_by_alias("facenet", "champion")
-    assert champion.tags["production_version"] == "3" and champion.run_id == plan["mlflow_run_id"]
-    metrics = client.get_run(plan["mlflow_run_id"]).data.metrics
+    assert champion.tags["production_version"] == "3" and champion.run_id == plan.mlflow_run_id
+    metrics = client.get_run(plan.mlflow_run_id).data.metrics
     assert metrics["compute/total_steps"] <= 6 and metrics["compute/total_train_flops"] > 0
     for name in FIGURES:
         for which in ("production", "candidate"):

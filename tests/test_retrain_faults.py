@@ -106,8 +106,9 @@ from pathlib import Path
 import enroll
 from enroll.retrain_job import promote
 from enroll.store import SqliteGallery
+from trainer.run_plan import RunPlan
 home, run = Path(sys.argv[1]), Path(sys.argv[2])
-plan = json.loads((run / "plan.json").read_text())
+plan = RunPlan.load(run)
 with SqliteGallery(home) as gallery:
     print("promoting", flush=True)
     print(json.dumps(promote(home, plan, 0.5, gallery, gallery.gallery_version())), flush=True)

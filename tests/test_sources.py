@@ -16,6 +16,7 @@ from tests.synthetic import make_identity_folders
 from trainer import config as config_lib, run_results
 from trainer.config import ConfigError
 from trainer.prepare import DatasetError, prepare, prune, teacher_path
+from trainer.run_plan import RunPlan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,17 +79,15 @@ def test_training_on_several_sources_namespaces_and_weights_them(tmp_path, local
                  "sources": [{"path": str(tmp_path / "more"), "align": "resized", "weight": 3.0, "max_per_identity": 2}]},
         "model": {"name": "tiny"}, "train": {"identities_per_batch": 4, "out_dir": str(tmp_path / "runs")}})
     plan = plan_run(cfg, None, progress=False)
-    extra = [n for n in plan["split"]["train"] if n.startswith("more/")]
-    assert len(extra) == 4 and not any(n.startswith("more/") for n in plan["split"]["test"])
-    assert plan["train_weights"].count(3.0) == 4 and len(plan["train_weights"]) == len(plan["shards"]["train"])
-    assert plan["source_counts"]["more"]["faces_aligned"] == 8  # the cap of 2 per identity
-    assert plan["train_images"] == 6 * 4 + 8 == sum(plan["train_photos"])
-    assert plan["train_photos"][-4:] == [2, 2, 2, 2]  # what train.sampling: photos draws people by
-    from trainer.splits import Split
-
+    extra = [n for n in plan.split.train if n.startswith("more/")]
+    assert len(extra) == 4 and not any(n.startswith("more/") for n in plan.split.test)
+    assert plan.train_weights.count(3.0) == 4 and len(plan.train_weights) == len(plan.shards.train)
+    assert plan.source_counts["more"]["faces_aligned"] == 8  # the cap of 2 per identity
+    assert plan.train_images == 6 * 4 + 8 == sum(plan.train_photos)
+    assert plan.train_photos[-4:] == [2, 2, 2, 2]  # what train.sampling: photos draws people by
     cfg.train.run_name = "again"  # a warm start (or N_prim) reuses the base run's split, sources' names included
-    again = plan_run(config_lib.from_dict(cfg.to_dict()), None, progress=False, split=Split(**plan["split"]))
-    assert again["split"] == plan["split"] and again["shards"]["train"] == plan["shards"]["train"]
+    again = plan_run(config_lib.from_dict(cfg.to_dict()), None, progress=False, split=plan.split)
+    assert again.split == plan.split and again.shards.train == plan.shards.train
     missing = config_lib.from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "sources": [
         {"path": str(tmp_path / "nowhere")}]}})
     with pytest.raises(DatasetError, match="nowhere not found"):
@@ -205,7 +204,7 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
     assert bench["pairs"] == 16 and 0 <= bench["accuracy"] <= 1
     from mlflow.tracking import MlflowClient
 
-    run_id = json.loads((tmp_path / "runs" / "d" / "plan.json").read_text())["mlflow_run_id"]
+    run_id = RunPlan.load(tmp_path / "runs" / "d").mlflow_run_id
     logged = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id).data.metrics
     assert logged["bench_eight_accuracy"] == pytest.approx(bench["accuracy"])
     teacher = subprocess.run([sys.executable, "-m", "trainer.evaluate", str(tmp_path / "runs" / "d"), "--teacher",

@@ -13,6 +13,7 @@ from serving.export import main
 from serving.tflite import convert, representative_crops, write_tflite
 from serving.tflite_embedder import TFLiteEmbedder, embed_dataset
 from tests.synthetic import identity_pattern, photo
+from trainer.run_plan import RunPlan
 
 SIZE = 32
 
@@ -94,8 +95,7 @@ def test_embed_dataset_scores_like_keras(setup):
     from trainer import pipeline
     from trainer.evaluate import embed
 
-    plan = json.loads((setup["run"] / "plan.json").read_text())
-    dataset = pipeline.ordered_images(plan["shards"]["test"], SIZE, batch_size=4)
+    dataset = pipeline.ordered_images(RunPlan.load(setup["run"]).shards.test, SIZE, batch_size=4)
     vectors, identities, sources = embed_dataset(TFLiteEmbedder(setup["flat"]["none"]), dataset)
     reference, ref_identities, ref_sources = embed(setup["model"], dataset)
     assert identities == ref_identities and sources == ref_sources and len(identities) == 10

@@ -25,14 +25,15 @@ def smoke_config(root, tmp_path, **train_overrides):
 
 def run(cfg, **plan_extra):
     plan = train.plan_run(cfg, None, progress=False)
-    plan.update(plan_extra)
+    for key, value in plan_extra.items():
+        setattr(plan, key, value)
     return plan, train.run_tracked(plan, cfg)
 
 
 def test_training_learns_and_writes_a_complete_run(synthetic_root, tmp_path, local_ray):
     untrained_plan, untrained = run(smoke_config(synthetic_root, tmp_path, epochs=0, run_name="untrained"))
     plan, results = run(smoke_config(synthetic_root, tmp_path, run_name="trained"))
-    run_dir = Path(plan["run_dir"])
+    run_dir = Path(plan.run_dir)
     assert results["compute"]["steps"] == 36 and results["compute"]["images"] == 36 * 12
     assert results["test"]["auc"] > untrained["test"]["auc"] + 0.05, (results["test"], untrained["test"])
     assert results["test"]["auc"] > 0.75
@@ -41,14 +42,14 @@ def test_training_learns_and_writes_a_complete_run(synthetic_root, tmp_path, loc
         assert (run_dir / name).exists(), name
     latest = checkpoints.latest_checkpoint(run_dir)
     assert latest.name == "epoch-0002"
-    assert config_lib.load(latest / "config.yaml") == config_lib.from_dict(plan["config"])
+    assert config_lib.load(latest / "config.yaml") == config_lib.from_dict(plan.config)
     assert json.loads((latest / "state.json").read_text())["compute"]["steps"] == 36
 
 
 def test_resume_continues_from_the_last_checkpoint(synthetic_root, tmp_path, local_ray):
     plan, first = run(smoke_config(synthetic_root, tmp_path, epochs=2, run_name="resumable"))
-    resumed_plan, cfg = train.resume_plan(plan["run_dir"], ["train.epochs=3"])
-    assert checkpoints.latest_checkpoint(resumed_plan["run_dir"]).name == "epoch-0001"  # where it goes on
+    resumed_plan, cfg = train.resume_plan(plan.run_dir, ["train.epochs=3"])
+    assert checkpoints.latest_checkpoint(resumed_plan.run_dir).name == "epoch-0001"  # where it goes on
     results = train.launch(resumed_plan, cfg)
     assert results["last_epoch"]["epoch"] == 2
     assert results["compute"]["steps"] == first["compute"]["steps"] + 12  # one more epoch, not three
@@ -58,12 +59,12 @@ def test_init_from_starts_from_given_weights(synthetic_root, tmp_path, local_ray
     import numpy as np
 
     plan, _ = run(smoke_config(synthetic_root, tmp_path, epochs=1, run_name="base"))
-    source = checkpoints.latest_checkpoint(plan["run_dir"])
+    source = checkpoints.latest_checkpoint(plan.run_dir)
     warm_plan, _ = run(smoke_config(synthetic_root, tmp_path, epochs=0, run_name="warm"), init_from=str(source))
-    base_model, _, _ = checkpoints.load_run(plan["run_dir"])
+    base_model, _, _ = checkpoints.load_run(plan.run_dir)
     import tf_keras as keras
 
-    warm_model = keras.models.load_model(Path(warm_plan["run_dir"]) / "model", compile=False)
+    warm_model = keras.models.load_model(Path(warm_plan.run_dir) / "model", compile=False)
     for a, b in zip(base_model.get_weights(), warm_model.get_weights()):
         np.testing.assert_array_equal(a, b)
 
@@ -92,7 +93,7 @@ def test_one_photo_identities_from_an_extra_source_join_training(synthetic_root,
     cfg.data.extra_source = str(extra)
     plan, results = run(cfg)
     base = smoke_config(synthetic_root, tmp_path, epochs=0, run_name="base-only")
-    assert len(plan["shards"]["train"]) == len(train.plan_run(base, None, progress=False)["shards"]["train"]) + 3
+    assert len(plan.shards.train) == len(train.plan_run(base, None, progress=False).shards.train) + 3
     assert results["compute"]["steps"] == 3
 
 

@@ -12,6 +12,7 @@ import pytest
 from experiments import warm_vs_full
 from tests.synthetic import make_identity_folders
 from tests.test_train import smoke_config
+from trainer.run_plan import RunPlan
 
 EXPERIMENT = "warm_vs_full_rounds_test"
 
@@ -55,7 +56,7 @@ def test_each_round_trains_both_ways_on_the_changed_people(rounds_run):
         for side in ("adpt", "prim"):
             run = r[side]
             assert run["steps"] > 0 and run["train_flops"] > 0 and run["seconds"] > 0, run
-            trained = json.loads((Path(run["run_dir"]) / "plan.json").read_text())["split"]["train"]
+            trained = RunPlan.load(run["run_dir"]).split.train
             assert sorted(trained) == r["present"]
             assert run["val_accuracy"] is not None and run["new_accuracy"] is not None and run["test_accuracy"] is not None
         assert 1 <= r["adpt"]["epochs"] <= 2  # the warm start's budget cap

@@ -3,7 +3,7 @@
 A run directory holds everything needed to resume, evaluate or serve it::
 
     runs/<run>/config.yaml          the resolved config (every default filled in)
-    runs/<run>/plan.json            data manifest, identity split, shard lists, labels
+    runs/<run>/plan.json            data manifest, identity split, shard lists, labels (trainer/run_plan.py)
     runs/<run>/checkpoints/epoch-0003/
         weights.*                   tf.train.Checkpoint of model + optimizer
         state.json                  epoch, compute counters so far, validation metrics
@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from trainer import config as config_lib
+from trainer.run_plan import RunPlan
 
 
 def checkpoint_dir(run_dir: str | Path, epoch: int) -> Path:
@@ -100,17 +101,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_run(run_dir: str | Path):
-    """(the run's inference model with its kept weights, its Config, its plan) for evaluation or
-    export; the inference model is mirror-averaged when the run's ``model.mirror_average`` says so."""
+    """(the run's inference model with its kept weights, its Config, its ``RunPlan``) for evaluation
+    or export; the inference model is mirror-averaged when the run's ``model.mirror_average`` says so."""
     from trainer.models import build_model
     from trainer.models.mirror import inference_model
 
-    run_dir = Path(run_dir)
-    plan_file = run_dir / "plan.json"
-    if not plan_file.exists():
-        raise FileNotFoundError(f"not a run directory (no plan.json): {run_dir}")
-    plan = json.loads(plan_file.read_text())
-    cfg = config_lib.from_dict(plan["config"])
-    model = build_model(cfg.model.name, cfg.model.embedding_dim, plan["image_size"])
+    plan = RunPlan.load(run_dir)
+    cfg = config_lib.from_dict(plan.config)
+    model = build_model(cfg.model.name, cfg.model.embedding_dim, plan.image_size)
     restore(resolve_checkpoint(run_dir), model)
     return inference_model(model, cfg.model.mirror_average), cfg, plan

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         split = args.split or "test"
         out = Path(args.run_dir) / f"eval-{split}{'-' + args.teacher if args.teacher else ''}"
         out.mkdir(exist_ok=True)
-        embedded = embed_shards(model, plan["shards"][split], plan["image_size"], cfg.eval.eval_batch_size)
+        embedded = embed_shards(model, getattr(plan.shards, split), plan.image_size, cfg.eval.eval_batch_size)
     except (OSError, ValueError) as exc:
         print(f"error: {cliargs.one_line(exc)}", file=sys.stderr)
         return 2
@@ -158,12 +158,12 @@ def _benchmark(model, cfg, plan, args) -> int:
 
     name = benchmark.benchmark_name(args.pairs, args.name) + (f"-{args.teacher}" if args.teacher else "")
     out = Path(args.run_dir) / f"eval-{name}"
-    metrics = benchmark.evaluate_benchmark(model, args.pairs, args.images, cfg.data.cache_dir, plan["image_size"],
+    metrics = benchmark.evaluate_benchmark(model, args.pairs, args.images, cfg.data.cache_dir, plan.image_size,
                                            cfg.eval.far_target, out, cfg.eval.eval_batch_size, args.numbering,
                                            cfg.ray.address, progress=True)
     tracked = benchmark.log_to_run(plan, name, metrics, out)
     print(benchmark.format_table(name, metrics))
-    print(f"report: {out}" + (f" (logged to MLflow run {plan['mlflow_run_id']})" if tracked else ""))
+    print(f"report: {out}" + (f" (logged to MLflow run {plan.mlflow_run_id})" if tracked else ""))
     return 0
 
 

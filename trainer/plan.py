@@ -1,11 +1,11 @@
 """Planning a training run: prepare every data source, split identities, write the run directory.
 
-``plan_run`` returns the JSON-able plan (``runs/<run>/plan.json``) that ``trainer.worker`` trains
-from; ``resume_plan`` reopens one with overrides; ``open_tracking`` creates its MLflow run.
+``plan_run`` returns the ``RunPlan`` (trainer/run_plan.py, saved as ``runs/<run>/plan.json``)
+that ``trainer.worker`` trains from; ``resume_plan`` reopens one with overrides; ``open_tracking``
+creates its MLflow run.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +13,7 @@ from pathlib import Path
 from trainer import config as config_lib
 from trainer.config import Config, ConfigError, resolve_path
 from trainer.prepare import DatasetError
+from trainer.run_plan import PLAN_FILE, RunPlan, Shards
 
 ALIGN_MODES = {"detect": True, "prealigned": "prealigned", "resized": False}  # SourceConfig.align -> prepare
 
@@ -38,8 +39,8 @@ class _TrainingSet:
         self.photos += photos
 
 
-def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=None) -> dict:
-    """Prepare data, split identities and create the run directory; return the JSON-able plan.
+def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=None) -> RunPlan:
+    """Prepare data, split identities and create the run directory; return the saved plan.
 
     ``split`` (a ``splits.Split``) fixes which identities train, validate and test, for
     experiments that compare runs on changing data; by default the seeded split of the config.
@@ -72,17 +73,17 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
         raise DatasetError(f"the training split has {len(training.shards)} usable identities, fewer than "
                            f"train.identities_per_batch={cfg.train.identities_per_batch}")
     run_dir, name = _new_run_dir(cfg, config_path)
-    plan = {
-        "config": cfg.to_dict(), "run_dir": str(run_dir), "run_name": name, "image_size": size,
-        "manifest": manifest["path"], "data_fingerprint": manifest["fingerprint"],
-        "data_counts": manifest["counts"], "source_counts": counts, "split": split.to_dict(),
-        "shards": {"train": training.shards, **held}, "train_weights": training.weights,
-        "train_unlabeled": training.unlabeled, "train_photos": training.photos, "train_images": training.images,
-    }
-    # Sets evaluated after every epoch (metrics "<name>_accuracy", ...); callers may add more.
-    plan["eval_sets"] = {"val": plan["shards"]["val"]} if split.val else {}
+    plan = RunPlan(
+        config=cfg.to_dict(), run_dir=str(run_dir), run_name=name, image_size=size,
+        manifest=manifest["path"], data_fingerprint=manifest["fingerprint"], data_counts=manifest["counts"],
+        source_counts=counts, split=split, shards=Shards(training.shards, held["val"], held["test"]),
+        train_weights=training.weights, train_unlabeled=training.unlabeled, train_photos=training.photos,
+        train_images=training.images,
+        # Sets evaluated after every epoch (metrics "<name>_accuracy", ...); callers may add more.
+        eval_sets={"val": held["val"]} if split.val else {},
+    )
     cfg.save(run_dir / "config.yaml")
-    (run_dir / "plan.json").write_text(json.dumps(plan, indent=1))
+    plan.save()
     return plan
 
 
@@ -144,46 +145,41 @@ def _add_source(cfg: Config, source, size: int, split, training: _TrainingSet, h
 def _new_run_dir(cfg: Config, config_path: str | None) -> tuple[Path, str]:
     name = cfg.train.run_name or f"{Path(config_path).stem if config_path else 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = (Path(cfg.train.out_dir) / name).resolve()
-    if (run_dir / "plan.json").exists():
+    if (run_dir / PLAN_FILE).exists():
         raise ConfigError(f"run directory {run_dir} already exists: choose another train.run_name, "
                           f"or continue it with --resume {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir, name
 
 
-def resume_plan(run_dir: str, overrides: list[str]) -> tuple[dict, Config]:
+def resume_plan(run_dir: str, overrides: list[str]) -> tuple[RunPlan, Config]:
     """The plan of an existing run with ``section.key=value`` overrides applied (``--resume``)."""
-    plan_file = Path(run_dir) / "plan.json"
-    if not plan_file.exists():
-        raise FileNotFoundError(f"not a run directory (no plan.json): {run_dir}")
     try:
-        plan = json.loads(plan_file.read_text())
+        plan = RunPlan.load(run_dir)
     except ValueError as exc:
-        raise ConfigError(f"not a run directory ({plan_file} is not JSON: {exc})") from None
-    if not isinstance(plan, dict) or not isinstance(plan.get("config"), dict):
-        raise ConfigError(f"not a run directory ({plan_file} holds no config)")
-    cfg = config_lib.from_dict(config_lib.apply_overrides(plan["config"], overrides))
-    plan["config"] = cfg.to_dict()
-    (Path(run_dir) / "plan.json").write_text(json.dumps(plan, indent=1))
+        raise ConfigError(str(exc)) from None  # the command line's one-line error, as for a bad config
+    cfg = config_lib.from_dict(config_lib.apply_overrides(plan.config, overrides))
+    plan.config = cfg.to_dict()
+    plan.save(run_dir)  # where it was found, should the directory have moved since it was planned
     return plan, cfg
 
 
-def open_tracking(plan: dict, cfg: Config) -> None:
+def open_tracking(plan: RunPlan, cfg: Config) -> None:
     """Create (or reopen) the run's MLflow run on the driver; the chief worker logs into it."""
     import mlflow
 
     from trainer import tracking
 
-    plan["tracking_uri"] = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
-    run = tracking.start(plan["tracking_uri"], cfg.mlflow.experiment, plan["run_name"],
-                         run_id=plan.get("mlflow_run_id") or None, parent_run_id=plan.get("parent_run_id"))
-    if not plan.get("mlflow_run_id"):
+    plan.tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    run = tracking.start(plan.tracking_uri, cfg.mlflow.experiment, plan.run_name,
+                         run_id=plan.mlflow_run_id or None, parent_run_id=plan.parent_run_id or None)
+    if not plan.mlflow_run_id:
         mlflow.log_params(cfg.flat())
         mlflow.set_tags({"git_commit": tracking.git_commit(Path(__file__).parent), "data_fingerprint":
-                         plan["data_fingerprint"], "model": cfg.model.name, "run_dir": plan["run_dir"],
-                         "init_from": plan.get("init_from", "")})
-        mlflow.log_dict(plan["split"], "split.json")
-        mlflow.log_dict(plan["data_counts"], "data_counts.json")
-    plan["mlflow_run_id"] = run.info.run_id
-    (Path(plan["run_dir"]) / "plan.json").write_text(json.dumps(plan, indent=1))
+                         plan.data_fingerprint, "model": cfg.model.name, "run_dir": plan.run_dir,
+                         "init_from": plan.init_from})
+        mlflow.log_dict(plan.split.to_dict(), "split.json")
+        mlflow.log_dict(plan.data_counts, "data_counts.json")
+    plan.mlflow_run_id = run.info.run_id
+    plan.save()
     mlflow.end_run()

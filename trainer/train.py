@@ -24,13 +24,14 @@ from trainer.config import Config, ConfigError, resolve_path
 from trainer.evaluation.benchmark import run_benchmarks
 from trainer.plan import open_tracking, plan_run, resume_plan
 from trainer.prepare import DatasetError
-from trainer.worker import make_train_step, train_worker
+from trainer.run_plan import RunPlan
+from trainer.worker import make_train_step, ray_train_worker, train_worker
 
 __all__ = ["launch", "main", "make_train_step", "plan_run", "resume_plan", "run_tracked", "train_worker"]
 
 
 # ------------------------------------------------------------------------------- driver: launch
-def launch(plan: dict, cfg: Config) -> dict:
+def launch(plan: RunPlan, cfg: Config) -> dict:
     """Run ``train_worker`` in-process (ray.num_workers == 0) or on Ray Train workers."""
     if cfg.ray.num_workers == 0:
         return train_worker(plan)
@@ -42,21 +43,21 @@ def launch(plan: dict, cfg: Config) -> dict:
     ensure_ray(cfg.ray.address)
     resources = {"CPU": cfg.ray.cpus_per_worker, **({"GPU": cfg.ray.gpus_per_worker} if cfg.ray.use_gpu else {})}
     trainer_ = TensorflowTrainer(
-        train_loop_per_worker=train_worker,
-        train_loop_config={**plan, "in_ray": True},
+        train_loop_per_worker=ray_train_worker,
+        train_loop_config={"plan": plan.to_dict()},  # a plain dict: Ray passes it to every worker
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker=resources),
-        run_config=RunConfig(name=plan["run_name"], storage_path=str(Path(plan["run_dir"]) / "ray"),
+        run_config=RunConfig(name=plan.run_name, storage_path=str(Path(plan.run_dir) / "ray"),
                              failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     result = trainer_.fit()
     if result.error:
         raise RuntimeError(f"training failed: {result.error}")
-    return run_results.load(plan["run_dir"])
+    return run_results.load(plan.run_dir)
 
 
-def run_tracked(plan: dict, cfg: Config) -> dict:
+def run_tracked(plan: RunPlan, cfg: Config) -> dict:
     """Open the run's MLflow run, train, then evaluate the benchmarks (what every caller of a plan needs)."""
     open_tracking(plan, cfg)
     results = launch(plan, cfg)
@@ -81,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
             if init_from:
                 init_from = str(checkpoints.resolve_checkpoint(resolve_path(init_from)))
             plan = plan_run(cfg, args.config)
-            plan["init_from"] = init_from or ""
+            plan.init_from = init_from or ""  # saved with the plan by open_tracking
         results = run_tracked(plan, cfg)
     except (ConfigError, DatasetError, OSError) as exc:
         print(f"error: {cliargs.one_line(exc)}", file=sys.stderr)
         return 2
     test = results.get("test", {})
-    print(f"run: {plan['run_dir']}")
+    print(f"run: {plan.run_dir}")
     if test:
         print(f"test: accuracy={test['accuracy']:.4f}±{test['accuracy_std']:.4f} VAL@FAR={test['far']:.2g}: "
               f"{test['val']:.4f} AUC={test['auc']:.4f}")

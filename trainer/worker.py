@@ -1,12 +1,12 @@
 """The training loop every worker runs: in-process, or inside a Ray Train worker.
 
-``train_worker(plan)`` reads top to bottom: set up the replica context, build the model and
-optimizer, restore where to start from, then one epoch after another (train, validate, checkpoint,
-report), and finally keep the best epoch and evaluate the test split (chief only). Triplets are
-mined over the *global* batch: each replica embeds its share of the P×K batch, the embeddings and
-labels are all-gathered, and every replica computes the same loss over all of them, as FaceNet
-mines within its ~1,800-face batches. A distillation term (trainer/distill.py) joins the loss
-when the run has a teacher.
+``train_worker(plan)`` (``ray_train_worker`` inside Ray) reads top to bottom: set up the replica
+context, build the model and optimizer, restore where to start from, then one epoch after another
+(train, validate, checkpoint, report), and finally keep the best epoch and evaluate the test split
+(chief only). Triplets are mined over the *global* batch: each replica embeds its share of the P×K
+batch, the embeddings and labels are all-gathered, and every replica computes the same loss over
+all of them, as FaceNet mines within its ~1,800-face batches. A distillation term
+(trainer/distill.py) joins the loss when the run has a teacher.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from trainer import checkpoints, config as config_lib, run_results
 from trainer.compute import ComputeCounters, epoch_counters
 from trainer.config import Config, ConfigError
+from trainer.run_plan import PLAN_FILE, RunPlan
 
 
 @dataclass
@@ -74,8 +75,13 @@ def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance
     return train_step
 
 
-def train_worker(plan: dict) -> dict:
-    """Train on one worker; identical in-process and inside a Ray Train worker."""
+def ray_train_worker(config: dict) -> dict:
+    """Ray Train's entry point: its ``train_loop_config`` is a plain dict, ``{"plan": plan.to_dict()}``."""
+    return train_worker(RunPlan.from_dict(config["plan"]), in_ray=True)
+
+
+def train_worker(plan: RunPlan, in_ray: bool = False) -> dict:
+    """Train on one worker; identical in-process and inside a Ray Train worker (``in_ray``)."""
     import tf_keras as keras
 
     from trainer.flops import forward_flops
@@ -84,10 +90,10 @@ def train_worker(plan: dict) -> dict:
     from trainer.models.mirror import inference_model
     from trainer.optimizers import make_optimizer
 
-    cfg = config_lib.from_dict(plan["config"])
-    t, run_dir, size = cfg.train, Path(plan["run_dir"]), plan["image_size"]
-    replica = _replica(plan, t.seed)
-    steps = t.steps_per_epoch or max(1, plan["train_images"] // (t.identities_per_batch * t.images_per_identity))
+    cfg = config_lib.from_dict(plan.config)
+    t, run_dir, size = cfg.train, Path(plan.run_dir), plan.image_size
+    replica = _replica(cfg, in_ray)
+    steps = t.steps_per_epoch or max(1, plan.train_images // (t.identities_per_batch * t.images_per_identity))
     keras.mixed_precision.set_global_policy(t.precision)
     with replica.strategy.scope():
         model = build_model(cfg.model.name, cfg.model.embedding_dim, size)
@@ -123,12 +129,11 @@ def train_worker(plan: dict) -> dict:
     return _finish(plan, cfg, inference_model(final_model, cfg.model.mirror_average), counters, metrics, tracker)
 
 
-def _replica(plan: dict, seed: int) -> _Replica:
+def _replica(cfg: Config, in_ray: bool) -> _Replica:
     import tensorflow as tf
     import tf_keras as keras
 
-    cfg = config_lib.from_dict(plan["config"])
-    rank, world, in_ray = 0, 1, plan.get("in_ray", False)
+    rank, world, seed = 0, 1, cfg.train.seed
     if in_ray:
         import ray.train
 
@@ -141,7 +146,7 @@ def _replica(plan: dict, seed: int) -> _Replica:
     return _Replica(strategy, rank, world, in_ray)
 
 
-def _restore(plan: dict, replica: _Replica, model, optimizer) -> dict:
+def _restore(plan: RunPlan, replica: _Replica, model, optimizer) -> dict:
     """Where to start from: the checkpoint Ray hands a restarted worker group > the run directory's
     latest (--resume; also a restart whose last report Ray lost because the worker died before the
     controller collected it; the chief writes it atomically before every report, on storage every
@@ -152,42 +157,42 @@ def _restore(plan: dict, replica: _Replica, model, optimizer) -> dict:
         import ray.train
 
         ray_checkpoint = ray.train.get_checkpoint()
-    own_latest = checkpoints.latest_checkpoint(plan["run_dir"])
+    own_latest = checkpoints.latest_checkpoint(plan.run_dir)
     if ray_checkpoint is not None:
         with ray_checkpoint.as_directory() as directory:
             state = checkpoints.restore(directory, model, optimizer)
     elif own_latest is not None:
         state = checkpoints.restore(own_latest, model, optimizer)
-    elif plan.get("init_from"):
-        checkpoints.restore(plan["init_from"], model)
+    elif plan.init_from:
+        checkpoints.restore(plan.init_from, model)
     if state and replica.is_chief:
         print(f"resuming after epoch {state['epoch'] + 1} (checkpoint of epoch index {state['epoch']})", flush=True)
     return state
 
 
-def _dataset_fn(plan: dict, cfg: Config, replica: _Replica):
+def _dataset_fn(plan: RunPlan, cfg: Config, replica: _Replica):
     """Each input pipeline draws from its own identities: P/replicas identities × K images."""
     from trainer import pipeline
 
     t, replicas = cfg.train, replica.strategy.num_replicas_in_sync
-    shards, labels = plan["shards"]["train"], list(range(len(plan["shards"]["train"])))
-    for i in plan.get("train_unlabeled", []):
+    shards, labels = plan.shards.train, list(range(len(plan.shards.train)))
+    for i in plan.train_unlabeled:
         labels[i] = -1  # pipeline.pk_batches: each photo a person of its own
-    weights = plan.get("train_weights") or None
-    if t.sampling == "photos" and plan.get("train_photos"):  # every photo equally likely, not every person
-        weights = [w * n for w, n in zip(weights or [1.0] * len(shards), plan["train_photos"])]
+    weights = plan.train_weights or None
+    if t.sampling == "photos" and plan.train_photos:  # every photo equally likely, not every person
+        weights = [w * n for w, n in zip(weights or [1.0] * len(shards), plan.train_photos)]
 
     def dataset_fn(ctx):
         i, n = ctx.input_pipeline_id, ctx.num_input_pipelines
         return pipeline.pk_batches(shards[i::n], labels[i::n], t.identities_per_batch // replicas,
-                                   t.images_per_identity, plan["image_size"], t.augment, seed=t.seed + i,
+                                   t.images_per_identity, plan.image_size, t.augment, seed=t.seed + i,
                                    teacher=t.teacher, weights=weights[i::n] if weights else None,
                                    strong=t.augment_strength == "strong")
 
     return dataset_fn
 
 
-def _run_epoch(epoch: int, steps: int, batches, train_step, plan: dict, cfg: Config, replica: _Replica,
+def _run_epoch(epoch: int, steps: int, batches, train_step, plan: RunPlan, cfg: Config, replica: _Replica,
                flops_per_image: float, counters: ComputeCounters, evaluated) -> dict:
     """Train one epoch with a progress bar, then validate ``evaluated`` (the inference model); returns
     the epoch's metrics."""
@@ -218,9 +223,9 @@ def _run_epoch(epoch: int, steps: int, batches, train_step, plan: dict, cfg: Con
                "active_triplet_fraction": float(tf.reduce_sum(actives)) / steps,
                "input_wait_fraction": input_wait / max(epoch_compute.wall_seconds, 1e-9),
                **epoch_compute.as_metrics("compute/epoch_"), **counters.as_metrics("compute/total_")}
-    for name, shards in plan.get("eval_sets", {}).items():
+    for name, shards in plan.eval_sets.items():
         if shards:
-            data = pipeline.ordered_images(shards, plan["image_size"], cfg.eval.eval_batch_size)
+            data = pipeline.ordered_images(shards, plan.image_size, cfg.eval.eval_batch_size)
             metrics.update({f"{name}_{k}": v for k, v in evaluate_split(evaluated, data, cfg.eval).items()})
     if replica.is_chief:
         print(f"epoch {epoch + 1}/{t.epochs}: " + ", ".join(
@@ -229,11 +234,11 @@ def _run_epoch(epoch: int, steps: int, batches, train_step, plan: dict, cfg: Con
     return metrics
 
 
-def _checkpoint_and_report(epoch: int, metrics: dict, plan: dict, replica: _Replica, model, optimizer,
+def _checkpoint_and_report(epoch: int, metrics: dict, plan: RunPlan, replica: _Replica, model, optimizer,
                            counters: ComputeCounters, tracker) -> None:
-    ckpt = checkpoints.save(checkpoints.checkpoint_dir(plan["run_dir"], epoch), model, optimizer,
+    ckpt = checkpoints.save(checkpoints.checkpoint_dir(plan.run_dir, epoch), model, optimizer,
                             {"epoch": epoch, "compute": counters.as_dict(), "metrics": metrics},
-                            plan["config"], replica.is_chief)
+                            plan.config, replica.is_chief)
     if tracker:
         tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
     if replica.in_ray:
@@ -260,26 +265,26 @@ def _keep_best(run_dir: Path, keep: str, final_model, metrics: dict) -> dict:
             **{f"kept_{k}": v for k, v in state["metrics"].items() if k.startswith("val_")}}
 
 
-def _chief_tracker(plan: dict, cfg: Config):
-    if not plan.get("mlflow_run_id"):
+def _chief_tracker(plan: RunPlan, cfg: Config):
+    if not plan.mlflow_run_id:
         return None
     from trainer import tracking
 
-    tracking.start(plan["tracking_uri"], cfg.mlflow.experiment, plan["run_name"], run_id=plan["mlflow_run_id"])
+    tracking.start(plan.tracking_uri, cfg.mlflow.experiment, plan.run_name, run_id=plan.mlflow_run_id)
     import mlflow
 
     return mlflow
 
 
-def _finish(plan: dict, cfg: Config, model, counters: ComputeCounters, last_epoch: dict, tracker) -> dict:
+def _finish(plan: RunPlan, cfg: Config, model, counters: ComputeCounters, last_epoch: dict, tracker) -> dict:
     """Test-split evaluation with plots, model export and results.json (chief only)."""
     from trainer import pipeline
     from trainer.evaluate import evaluate_split
 
-    run_dir = Path(plan["run_dir"])
+    run_dir = Path(plan.run_dir)
     results = {"last_epoch": last_epoch, "compute": counters.as_dict()}
-    if plan["shards"]["test"]:
-        test_data = pipeline.ordered_images(plan["shards"]["test"], plan["image_size"], cfg.eval.eval_batch_size)
+    if plan.shards.test:
+        test_data = pipeline.ordered_images(plan.shards.test, plan.image_size, cfg.eval.eval_batch_size)
         out = run_dir / "eval-test"
         out.mkdir(exist_ok=True)
         results["test"] = evaluate_split(model, test_data, cfg.eval, out_dir=out, plots=True)
@@ -288,7 +293,7 @@ def _finish(plan: dict, cfg: Config, model, counters: ComputeCounters, last_epoc
     if tracker:
         tracker.log_metrics({f"test_{k}": v for k, v in results.get("test", {}).items()})
         tracker.log_metrics(counters.as_metrics("compute/total_"))
-        for name in (run_results.RESULTS_FILE, "config.yaml", "plan.json"):
+        for name in (run_results.RESULTS_FILE, "config.yaml", PLAN_FILE):
             tracker.log_artifact(str(run_dir / name))
         if (run_dir / "eval-test").exists():
             tracker.log_artifacts(str(run_dir / "eval-test"), "eval-test")

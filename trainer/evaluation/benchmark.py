@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.evaluation import lfw_protocol, pairs as pairs_lib
+from trainer.run_plan import RunPlan
 
 ALIGN_MODE = "detect_or_resize"
 NUMBERINGS = ("auto", "lfw", "sorted")
@@ -172,21 +173,21 @@ def write_report(metrics: dict, dist, same, fallback: list[str], out_dir) -> Pat
     return out
 
 
-def log_to_run(plan: dict, name: str, metrics: dict, out_dir) -> bool:
+def log_to_run(plan: RunPlan, name: str, metrics: dict, out_dir) -> bool:
     """Log ``bench_<name>_<metric>`` and the report (artefacts ``bench-<name>/``) to the run's
     MLflow run; False when the run is not tracked."""
-    if not plan.get("mlflow_run_id") or not plan.get("tracking_uri"):
+    if not plan.mlflow_run_id or not plan.tracking_uri:
         return False
     import mlflow
 
-    mlflow.set_tracking_uri(plan["tracking_uri"])
-    with mlflow.start_run(run_id=plan["mlflow_run_id"]):
+    mlflow.set_tracking_uri(plan.tracking_uri)
+    with mlflow.start_run(run_id=plan.mlflow_run_id):
         mlflow.log_metrics({f"bench_{name}_{k}": v for k, v in metrics.items() if np.isfinite(v)})
         mlflow.log_artifacts(str(out_dir), f"bench-{name}")
     return True
 
 
-def run_benchmarks(plan: dict, cfg) -> dict:
+def run_benchmarks(plan: RunPlan, cfg) -> dict:
     """The run's kept model on every ``eval.benchmarks`` entry (LFW's protocol), on the driver once
     training ended (its alignment needs Ray's CPUs, which the training workers held): reports in
     eval-<name>/, figures in results.json and the run's MLflow run (``bench_<name>_<metric>``)."""
@@ -194,17 +195,17 @@ def run_benchmarks(plan: dict, cfg) -> dict:
         return {}
     from trainer import checkpoints, run_results
 
-    model = checkpoints.load_run(plan["run_dir"])[0]
+    model = checkpoints.load_run(plan.run_dir)[0]
     found = {}
     for bench in cfg.eval.benchmarks:
         name = benchmark_name(bench.pairs, bench.name or None)
-        found[name] = evaluate_benchmark(model, bench.pairs, bench.images, cfg.data.cache_dir, plan["image_size"],
-                                         cfg.eval.far_target, Path(plan["run_dir"]) / f"eval-{name}",
+        found[name] = evaluate_benchmark(model, bench.pairs, bench.images, cfg.data.cache_dir, plan.image_size,
+                                         cfg.eval.far_target, Path(plan.run_dir) / f"eval-{name}",
                                          cfg.eval.eval_batch_size, bench.numbering, cfg.ray.address)
         print(f"benchmark {name}: accuracy {found[name]['accuracy']:.4f} ± {found[name]['accuracy_std']:.4f}, "
               f"AUC {found[name]['auc']:.4f} ({int(found[name]['pairs'])} pairs)", flush=True)
-        log_to_run(plan, name, found[name], Path(plan["run_dir"]) / f"eval-{name}")
-    run_results.save(plan["run_dir"], {**run_results.load(plan["run_dir"]), "benchmarks": found})
+        log_to_run(plan, name, found[name], Path(plan.run_dir) / f"eval-{name}")
+    run_results.save(plan.run_dir, {**run_results.load(plan.run_dir), "benchmarks": found})
     return found
 
 
