@@ -110,6 +110,20 @@ def similar_people(gallery, version: int, vectors, threshold: float, exclude: st
     return [(n, d) for n, d in top_people(index, mean, len(index)) if d <= threshold]
 
 
+def person_and_query(gallery, home, path, name: str) -> tuple[str, int, dict, np.ndarray, str, np.ndarray]:
+    """What verifying ``path`` against ``name`` needs, by either method: (the checked name, the
+    production version, its meta, the query's embedding, a note, the person's face embeddings)."""
+    name = validate_name(name)
+    if gallery.get(name) is None:
+        raise GalleryError(f"no person named {name!r} is enrolled (see `enroll list`)")
+    version, meta, query, note = _query(home, path)
+    names, matrix = gallery.embeddings(version)
+    rows = [i for i, n in enumerate(names) if n == name]
+    if not rows:  # cannot happen in a consistent gallery (see consistency.py)
+        raise GalleryError(f"{name!r} has no embedding for production model {version}; run `enroll status`")
+    return name, version, meta, query, note, matrix[rows]
+
+
 def _query(home, path) -> tuple[int, dict, np.ndarray, str]:
     version, meta, model = production(home)
     photo = align_photo(path, meta["image_size"], allow_several=True)
@@ -171,14 +185,7 @@ def verify(gallery, home, path, name: str, method: str = "distance") -> dict:
         return verify_head(gallery, home, path, name)
     if method != "distance":
         raise GalleryError(f"--method must be head or distance, got {method!r}")
-    name = validate_name(name)
-    if gallery.get(name) is None:
-        raise GalleryError(f"no person named {name!r} is enrolled (see `enroll list`)")
-    version, meta, query, note = _query(home, path)
-    names, matrix = gallery.embeddings(version)
-    rows = [i for i, n in enumerate(names) if n == name]
-    if not rows:  # cannot happen in a consistent gallery (see consistency.py)
-        raise GalleryError(f"{name!r} has no embedding for production model {version}; run `enroll status`")
-    distance = float(np.min(np.linalg.norm(matrix[rows] - query, axis=1)))
+    name, version, meta, query, note, faces = person_and_query(gallery, home, path, name)
+    distance = float(np.min(np.linalg.norm(faces - query, axis=1)))
     return {"source": str(path), "name": name, "match": distance <= meta["threshold"], "distance": distance,
             "threshold": meta["threshold"], "model_version": version, "note": note}

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from enroll.gallery import GalleryError, validate_name
+from enroll.gallery import GalleryError
 from enroll.home import read_verification_head, verification_head_file, write_verification_head
 from trainer.run_plan import RunPlan
 
@@ -148,24 +148,17 @@ def verify_head(gallery, home, path, name: str) -> dict:
     """``service.verify`` answered by the head: match when P(same) of the query and the person's
     most probable face reaches the head's calibrated threshold."""
     from enroll.models import production
-    from enroll.service import _query
+    from enroll.service import person_and_query
 
-    name = validate_name(name)
-    if gallery.get(name) is None:
-        raise GalleryError(f"no person named {name!r} is enrolled (see `enroll list`)")
-    version, meta, query, note = _query(home, path)
-    names, matrix = gallery.embeddings(version)
-    rows = [i for i, n in enumerate(names) if n == name]
-    if not rows:  # cannot happen in a consistent gallery (see consistency.py)
-        raise GalleryError(f"{name!r} has no embedding for production model {version}; run `enroll status`")
+    name, version, meta, query, note, faces = person_and_query(gallery, home, path, name)
     current, _, model = production(home)
     if current != version:
         raise GalleryError(f"the production model changed from version {version} to {current} meanwhile; try again")
     head, trained = head_for(home, version, meta, model)
-    p = float(np.max(pair_probability(head, matrix[rows], query)))
+    p = float(np.max(pair_probability(head, faces, query)))
     return {"source": str(path), "name": name, "match": p >= head["threshold"], "method": "head",
             "probability": p, "probability_threshold": head["threshold"],
-            "distance": float(np.min(np.linalg.norm(matrix[rows] - query, axis=1))), "threshold": meta["threshold"],
+            "distance": float(np.min(np.linalg.norm(faces - query, axis=1))), "threshold": meta["threshold"],
             "model_version": version, "note": note,
             "head": {"trained_now": trained, "file": str(verification_head_file(home, version)),
                      "train_pairs": head["train_pairs"], "threshold_method": head["threshold_method"]}}
