@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 
 from enroll import home as layout
-from trainer.run_plan import PLAN_FILE, RunPlan, Shards
+from trainer.run_plan import PLAN_FILE, RunPlan
 
 
 def forget(home: Path, name: str) -> dict:
@@ -79,17 +79,11 @@ def _aligned_shards(home: Path, name: str) -> set[str]:
 
 def _run_plans(home: Path, shards: set[str]) -> int:
     """Drop deleted shards from the plans that list them, locally and in MLflow."""
-    def kept(paths: list[str]) -> list[str]:
-        return [p for p in paths if p not in shards]
-
     rewritten = 0
     for plan_file in layout.runs_dir(home).glob(f"*/{PLAN_FILE}"):
         plan = RunPlan.load(plan_file.parent)
-        lists = [plan.shards.train, plan.shards.val, plan.shards.test, *plan.eval_sets.values()]
-        if all(kept(paths) == paths for paths in lists):
+        if not plan.drop_shards(shards):
             continue
-        plan.shards = Shards(kept(plan.shards.train), kept(plan.shards.val), kept(plan.shards.test))
-        plan.eval_sets = {name: kept(paths) for name, paths in plan.eval_sets.items()}
         plan.save(plan_file.parent)  # where it lies: the home may have moved since the run was planned
         if plan.mlflow_run_id and plan.tracking_uri:
             from mlflow.tracking import MlflowClient

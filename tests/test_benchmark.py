@@ -163,6 +163,5 @@ def test_mirror_average_experiment_scores_both_ways(tracked_run, tmp_path, capsy
     (row,) = json.loads(out.read_text())["rows"]
     assert set(row["plain"]) == set(row["mirror_average"]) >= {"val_accuracy", "val_oneshot_rank1"}
     assert all(0.0 <= v <= 1.0 for v in row["plain"].values() if v == v)
-    assert row["plain"] != row["mirror_average"], "the two ways embed differently"
     assert "→" in capsys.readouterr().out
     assert mirror_average.main([str(tmp_path / "no-run")]) == 2

@@ -71,3 +71,16 @@ def test_results_have_one_reader_and_writer(tmp_path):
     (tmp_path / "results.json").write_text("[1]")
     with pytest.raises(ValueError, match="results.json holds no results"):
         run_results.load(tmp_path)
+
+
+def test_dropping_a_removed_persons_shards_keeps_the_parallel_lists_in_step():
+    from trainer.run_plan import RunPlan, Shards
+
+    plan = RunPlan(run_dir="r", config={}, image_size=96,
+                   shards=Shards(["a", "b", "c", "d"], ["v"], ["t"]), train_weights=[1.0, 2.0, 3.0, 4.0],
+                   train_photos=[10, 20, 30, 40], train_unlabeled=[1, 3], eval_sets={"new": ["b", "v"]})
+    assert not plan.drop_shards({"zz"})
+    assert plan.drop_shards({"b", "v"})
+    assert plan.shards == Shards(["a", "c", "d"], [], ["t"]) and plan.eval_sets == {"new": []}
+    assert plan.train_weights == [1.0, 3.0, 4.0] and plan.train_photos == [10, 30, 40]
+    assert plan.train_unlabeled == [2], "index 3 ('d') is now 2; 'b' (1) is gone"

@@ -55,6 +55,26 @@ class RunPlan:
     mlflow_run_id: str = ""
     parent_run_id: str = ""  # an MLflow run to nest this one under ("" = none)
 
+    def drop_shards(self, gone: set[str]) -> bool:
+        """Forget the shards ``gone`` (a removed person's) in every split and evaluation set, keeping
+        the parallel ``train_*`` lists and the unlabeled indices in step; True when any was listed."""
+        kept = [i for i, path in enumerate(self.shards.train) if path not in gone]
+        listed = {*self.shards.train, *self.shards.val, *self.shards.test,
+                  *(path for paths in self.eval_sets.values() for path in paths)}
+        if not gone & listed:
+            return False
+
+        def parallel(values: list) -> list:
+            return [values[i] for i in kept] if len(values) == len(self.shards.train) else values
+
+        new_index = {old: new for new, old in enumerate(kept)}
+        self.train_weights, self.train_photos = parallel(self.train_weights), parallel(self.train_photos)
+        self.train_unlabeled = [new_index[i] for i in self.train_unlabeled if i in new_index]
+        self.shards = Shards(*([p for p in paths if p not in gone]
+                               for paths in (self.shards.train, self.shards.val, self.shards.test)))
+        self.eval_sets = {name: [p for p in paths if p not in gone] for name, paths in self.eval_sets.items()}
+        return True
+
     def to_dict(self) -> dict:
         """The JSON-able form, as written to plan.json (and passed to Ray workers)."""
         return asdict(self)

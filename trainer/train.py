@@ -25,7 +25,8 @@ from trainer.evaluation.benchmark import run_benchmarks
 from trainer.plan import open_tracking, plan_run, resume_plan
 from trainer.prepare import DatasetError
 from trainer.run_plan import RunPlan
-from trainer.worker import make_train_step, ray_train_worker, train_worker
+from trainer.train_step import make_train_step
+from trainer.worker import ray_train_worker, train_worker
 
 __all__ = ["launch", "main", "make_train_step", "plan_run", "resume_plan", "run_tracked", "train_worker"]
 

@@ -5,8 +5,8 @@ context, build the model and optimizer, restore where to start from, then one ep
 (train, validate, checkpoint, report), and finally keep the best epoch and evaluate the test split
 (chief only). Triplets are mined over the *global* batch: each replica embeds its share of the P×K
 batch, the embeddings and labels are all-gathered, and every replica computes the same loss over
-all of them, as FaceNet mines within its ~1,800-face batches. A distillation term
-(trainer/distill.py) joins the loss when the run has a teacher.
+all of them, as FaceNet mines within its ~1,800-face batches (trainer/train_step.py). A
+distillation term (trainer/distill.py) joins the loss when the run has a teacher.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from trainer import checkpoints, config as config_lib, run_results
 from trainer.compute import ComputeCounters, epoch_counters
 from trainer.config import Config, ConfigError
 from trainer.run_plan import PLAN_FILE, RunPlan
+from trainer.train_step import make_train_step
 
 
 @dataclass
@@ -30,49 +31,6 @@ class _Replica:
     @property
     def is_chief(self) -> bool:
         return self.rank == 0
-
-
-def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance_metric: str, tcfg=None):
-    """One optimizer step on a distributed P×K batch; returns (loss, active triplet fraction).
-
-    The optimizer sums the replicas' gradients, so each replica back-propagates loss / replicas;
-    the gradient of all_gather carries every replica's share back to where it was computed.
-    ``tcfg`` (a TrainConfig) adds the distillation term when it names a teacher.
-    """
-    import tensorflow as tf
-
-    from trainer.distill import distillation_loss
-    from trainer.losses import active_triplet_fraction
-
-    metric_weight = tcfg.metric_weight if tcfg else 1.0
-    distill = (tcfg.distill_weight, tcfg.distill_relational_weight) if tcfg and tcfg.teacher else (0.0, 0.0)
-
-    def replica_step(images, labels, *teacher):
-        context = tf.distribute.get_replica_context()
-        with tf.GradientTape() as tape:
-            embeddings = model(images, training=True)
-            # MultiWorkerMirroredStrategy's all_gather needs placed tensors; graph inputs may not be.
-            with tf.device(embeddings.device):
-                labels = tf.identity(labels)
-                teacher = [tf.identity(t) for t in teacher]
-            all_embeddings = context.all_gather(embeddings, axis=0)
-            all_labels = context.all_gather(labels, axis=0)
-            loss = loss_fn(all_labels, all_embeddings) * metric_weight if metric_weight else 0.0
-            if any(distill):
-                targets, mask = (context.all_gather(t, axis=0) for t in teacher)
-                loss += distillation_loss(all_embeddings, targets, mask, *distill)
-            scaled_loss = loss / tf.cast(context.num_replicas_in_sync, loss.dtype)
-        gradients = tape.gradient(scaled_loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss, active_triplet_fraction(all_labels, all_embeddings, margin, distance_metric)
-
-    @tf.function
-    def train_step(images, labels, *teacher):
-        loss, active = strategy.run(replica_step, args=(images, labels, *teacher))
-        return (strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.MEAN, active, axis=None))
-
-    return train_step
 
 
 def ray_train_worker(config: dict) -> dict:
