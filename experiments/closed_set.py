@@ -19,13 +19,13 @@ operating points calibrated at each FAR. Writes JSON and a markdown table beside
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from experiments import results_file
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "closed_set.json"
@@ -210,10 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    result["command"] = "python -m experiments.closed_set " + " ".join(argv if argv is not None else sys.argv[1:])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    args.out.with_suffix(".md").write_text(table(result) + "\n")
+    result["command"] = results_file.command("closed_set", argv)
+    results_file.save(args.out, result, table(result))
     print(table(result))
     print(f"written: {args.out} and {args.out.with_suffix('.md')}")
     return 0

@@ -17,7 +17,6 @@ Writes the JSON and a markdown table beside it (``.md``) and prints the table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -165,13 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result["command"] = "python -m experiments.edge_export " + " ".join(argv if argv is not None else sys.argv[1:])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    result["command"] = results_file.command("edge_export", argv)
     note = (f"{result['architecture']} at {result['image_size']} px, {result['test_images']} test photos of "
             f"{result['test_identities']} identities, {result['pairs']} pairs; {result['threads']} threads, "
             f"load average {result['load_average'][0]:.1f} on {result['cpu_count']} cores")
-    args.out.with_suffix(".md").write_text(f"`{result['command']}`: {note}\n\n{table(result)}\n")
+    results_file.save(args.out, result, f"`{result['command']}`: {note}\n\n{table(result)}")
     print(table(result))
     print(note)
     print(f"written: {args.out}")

@@ -11,10 +11,10 @@ the test split). Writes one JSON with a row per run and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from experiments import results_file
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mirror_average.json"
@@ -66,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "command": "python -m experiments.mirror_average "
-                                    + " ".join(argv if argv is not None else sys.argv[1:])}, indent=1))
+    results_file.save(args.out, {"rows": rows, "command": results_file.command("mirror_average", argv)}, table(rows))
     print(table(rows))
     print(f"written: {args.out}")
     return 0

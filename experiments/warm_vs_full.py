@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments import results_file
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 from trainer import checkpoints, cliargs, config as config_lib, train, tracking
 from trainer.plan import open_tracking
@@ -132,7 +133,7 @@ def table(runs: list[dict]) -> str:
 
 
 def command(argv: list[str] | None) -> str:
-    return "python -m experiments.warm_vs_full " + " ".join(sys.argv[1:] if argv is None else argv)
+    return results_file.command("warm_vs_full", argv)
 
 
 def main(argv: list[str] | None = None) -> int:

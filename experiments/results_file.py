@@ -1,0 +1,23 @@
+"""How every experiment records its result: one JSON with the command that reproduces it, and a
+markdown table beside it (``<out>.md``), so the README's tables can be regenerated and checked."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def command(module: str, argv: list[str] | None) -> str:
+    """``python -m experiments.<module> ARGS``: the command line as the user typed it."""
+    return f"python -m experiments.{module} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def save(out: Path, result: dict, markdown: str = "") -> Path:
+    """Write ``result`` (which should hold its ``command``) to ``out`` and ``markdown`` to
+    ``out`` with the suffix ``.md``; returns ``out``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    if markdown:
+        out.with_suffix(".md").write_text(markdown.rstrip("\n") + "\n")
+    return out
