@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 
 from enroll import home as layout
+from trainer.files import atomic_write
 from trainer.run_plan import PLAN_FILE, RunPlan
 
 
@@ -125,6 +126,4 @@ def _served_versions(home: Path, name: str) -> dict:
 
 
 def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(value, indent=1))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from enroll.schema import EMBEDDING_ROWS
+from trainer.files import atomic_write
 
 ENV = "FACENET_HOME"
 DEFAULT_HOME = ".facenet"
@@ -102,12 +103,7 @@ def read_production(home) -> int | None:
 
 def write_production(home, version: int) -> None:
     """Point PRODUCTION at ``version``: written aside, synced, renamed over the old file."""
-    tmp = Path(home) / f"PRODUCTION.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as f:
-        f.write(f"{int(version)}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, production_file(home))  # readers see the old number or the new one, never half
+    atomic_write(production_file(home), f"{int(version)}\n", sync=True)  # the old number or the new, never half
 
 
 def read_meta(home, version: int) -> dict:
@@ -125,13 +121,7 @@ def read_verification_head(home, version: int) -> dict | None:
 
 def write_verification_head(home, version: int, head: dict) -> None:
     """Store model ``version``'s verification head: written aside, synced, renamed into place."""
-    target = verification_head_file(home, version)
-    tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "w") as f:
-        json.dump(head, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
+    atomic_write(verification_head_file(home, version), json.dumps(head, indent=1), sync=True)
 
 
 def store_version(home, model, meta: dict) -> int:

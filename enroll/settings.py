@@ -30,14 +30,13 @@ its τ was calibrated at; ``enroll status`` says when this file and the producti
 from __future__ import annotations
 
 import math
-import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from enroll.gallery import GalleryError
 from enroll.home import settings_file
+from trainer.files import atomic_write
 
 DEFAULT_FAR_TARGET = 1e-3
 _FINITE = ("promotion_max_drop", "promotion_max_identified_drop", "promotion_max_rank1_drop",
@@ -145,6 +144,4 @@ def init_production(run_dir, home: str | Path, far_target: float | None = None) 
 
 
 def _write_atomically(path: Path, content: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
-    os.replace(tmp, path)
+    atomic_write(path, content)

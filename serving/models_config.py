@@ -10,8 +10,9 @@ works without the ``[serving]`` extra; the tests parse it with ``model_server_co
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from trainer.files import atomic_write
 
 
 def models_config_text(base_path: str, model_name: str = "facenet", versions_to_keep: int = 2,
@@ -50,9 +51,4 @@ def write_models_config(base_path: str | Path, path: str | Path, model_name: str
                         versions_to_keep: int = 2, labels: dict[str, int] | None = None) -> Path:
     """Write the config for ``model_name`` under ``base_path`` to ``path`` (atomically: the server
     may re-read it at any moment with ``--model_config_file_poll_wait_seconds``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(models_config_text(str(base_path), model_name, versions_to_keep, labels))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, models_config_text(str(base_path), model_name, versions_to_keep, labels))

@@ -24,11 +24,11 @@ failure leaves no file behind. ``serving.tflite_embedder`` runs the result.
 """
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+from trainer.files import atomic_write
 
 QUANTIZATIONS = ("none", "float16", "int8")
 REPRESENTATIVE_CROPS = 160
@@ -141,12 +141,5 @@ def write_tflite(model, path, quantize: str = "none", representative: np.ndarray
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a hidden file beside ``path`` (its folder made) and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        with open(partial, "xb") as handle:
-            handle.write(data)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    """Write ``data`` beside ``path`` and rename it into place (trainer/files.py)."""
+    atomic_write(path, data)

@@ -86,3 +86,20 @@ def test_warm_start_config_changes_only_budget_rate_and_stopping_rule():
     assert base.train.epochs == 20 and base.train.learning_rate == 0.001, "the base config is left alone"
     same = warm_start_config(base)
     assert same.to_dict() == {**base.to_dict(), "train": {**base.to_dict()["train"], "stop_when": ""}}
+
+
+def test_atomic_write_replaces_whole_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import os
+
+    from trainer.files import atomic_write
+
+    target = atomic_write(tmp_path / "sub" / "plan.json", "old")
+    assert target.read_text() == "old" and atomic_write(target, b"new", sync=True).read_bytes() == b"new"
+
+    def torn(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", torn)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, "never seen")
+    assert target.read_text() == "new" and sorted(p.name for p in target.parent.iterdir()) == ["plan.json"]

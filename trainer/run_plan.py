@@ -12,10 +12,10 @@ this version no longer knows (e.g. ``retrain_job``) is ignored.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from trainer.files import atomic_write
 from trainer.splits import Split
 
 PLAN_FILE = "plan.json"
@@ -105,10 +105,7 @@ class RunPlan:
     def save(self, run_dir: str | Path | None = None) -> Path:
         """Write ``<run_dir>/plan.json`` (default: the plan's own run directory) atomically."""
         path = Path(run_dir if run_dir is not None else self.run_dir) / PLAN_FILE
-        scratch = path.with_name(f".{PLAN_FILE}.tmp")
-        scratch.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(scratch, path)  # atomic: readers see the old plan or the new one, never a mix
-        return path
+        return atomic_write(path, json.dumps(self.to_dict(), indent=1))  # readers never see a mix
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunPlan:

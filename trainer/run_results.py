@@ -7,8 +7,9 @@ reads it with ``load``. Its existence is what says the run finished.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from trainer.files import atomic_write
 
 RESULTS_FILE = "results.json"
 
@@ -19,11 +20,7 @@ def path(run_dir: str | Path) -> Path:
 
 def save(run_dir: str | Path, results: dict) -> Path:
     """Write the run's results atomically (a reader never sees half of them)."""
-    target = path(run_dir)
-    scratch = target.with_name(f".{RESULTS_FILE}.tmp")
-    scratch.write_text(json.dumps(results, indent=1))
-    os.replace(scratch, target)
-    return target
+    return atomic_write(path(run_dir), json.dumps(results, indent=1))
 
 
 def load(run_dir: str | Path) -> dict:
