@@ -122,7 +122,7 @@ def answer(classifier: Classifier, names, matrix, query, threshold: float, top_k
 def identify_closed_set(gallery, home, path, top_k: int, method: str) -> dict:
     """``service.identify`` with ``method`` knn or svm; refused before any photo work when fewer than
     two people are enrolled under the production model."""
-    from enroll.models import production_meta
+    from enroll.model_versions import production_meta
     from enroll.service import _query
 
     version, _ = production_meta(home)

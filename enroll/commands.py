@@ -30,7 +30,7 @@ def _gallery(home: Path, create: bool = False):
 
 
 def cmd_init(args, home, notes):
-    from enroll.models import production_meta
+    from enroll.model_versions import production_meta
     from enroll.settings import check_far_target, init_production
 
     if not os.path.isdir(args.run):  # (Path.is_dir raises on a name too long)
@@ -65,7 +65,7 @@ def _retrain_after(home, gallery, reason: str, requested: bool) -> dict | None:
 
 
 def cmd_add_person(args, home, notes):
-    from enroll.models import production_meta
+    from enroll.model_versions import production_meta
     from enroll.service import add_person
     from enroll.settings import load_settings
 
@@ -163,7 +163,7 @@ def cmd_remove_person(args, home, notes):
 
 
 def cmd_retrain(args, home, notes):
-    from enroll.models import production_meta
+    from enroll.model_versions import production_meta
     from enroll.retrain import wait_for
 
     production_meta(home)

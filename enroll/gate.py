@@ -48,7 +48,7 @@ FIGURES = {
 def model_figures(model, threshold: float, faces, strangers, verification_args) -> dict:
     """The four figures of one model: ``faces`` from probes.gate_faces, ``strangers`` an
     ``ordered_images`` dataset of the held-out identities, ``verification_args`` (folds, pairs, FAR)."""
-    from enroll.models import embed_pixels
+    from enroll.model_versions import embed_pixels
     from trainer.evaluate import embed, one_shot_identification, verification
 
     embeddings, identities, sources = embed(model, strangers)
@@ -104,7 +104,7 @@ def compare(production: dict, candidate: dict, settings) -> tuple[dict, list[str
 def promotion_gate(production_model, production_meta: dict, candidate, plan: RunPlan, cfg, settings, gallery,
                    changed: list[str]) -> dict:
     """Measure both models on the same photos, each at its own τ for the home's FAR, and compare."""
-    from enroll.models import calibrate
+    from enroll.model_versions import calibrate
     from enroll.probes import gate_faces
     from trainer import pipeline
 

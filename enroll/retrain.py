@@ -19,7 +19,7 @@ from pathlib import Path
 
 from enroll.gallery import GalleryError
 from enroll.home import ENV as HOME_ENV, resolve_home
-from enroll.models import production_meta
+from enroll.model_versions import production_meta
 
 LOCAL_DASHBOARD = "http://127.0.0.1:8265"
 ACTIVE = ("submitted", "running")

@@ -57,7 +57,7 @@ def promote(home: Path, plan: RunPlan, far_target: float, gallery, gallery_versi
     served one at most one promotion behind: ``enroll export-serving`` catches it up
     (tests/test_retrain_faults.py kills it in each of its steps).
     """
-    from enroll.models import register_run
+    from enroll.model_versions import register_run
     from enroll.serving_export import export_home
 
     version = register_run(plan.run_dir, home, far_target, gallery, gallery_version)
@@ -72,7 +72,7 @@ def run_retrain(home: Path, job_id: int) -> dict:
     from trainer.warm_start import stop_at, warm_start_config
 
     from enroll.gate import describe, log_to_mlflow, promotion_gate
-    from enroll.models import production
+    from enroll.model_versions import production
     from enroll.retrain import export_people
     from enroll.settings import load_settings
     from enroll.store import SqliteGallery

@@ -15,7 +15,7 @@ import numpy as np
 from enroll.crops import encode_png
 from enroll.gallery import GalleryError, check_presence, crop_sha, validate_name
 from enroll.index import ExactIndex, normalise, top_people
-from enroll.models import StaleModel, embed_pixels, guard_for, production
+from enroll.model_versions import StaleModel, embed_pixels, guard_for, production
 
 
 class EnrolmentRefused(GalleryError):

@@ -24,7 +24,7 @@ DEFAULT_NAME = "facenet"
 
 def export_spec(home, model_version: int | None = None, notes: list[str] | None = None) -> dict:
     """The model, gallery, τ and metadata of ``model_version`` (default: production) of ``home``."""
-    from enroll.models import production
+    from enroll.model_versions import production
 
     if model_version is None:
         model_version, meta, model = production(home)  # cached per process: a re-export does not re-trace
@@ -42,7 +42,7 @@ def _load_version(home, version: int) -> tuple[object, dict]:
     import tf_keras as keras
 
     import trainer.models  # noqa: F401  (registers the custom layers the SavedModel names)
-    from enroll.models import ModelError
+    from enroll.model_versions import ModelError
 
     if not layout.saved_model_dir(home, version).is_dir():
         raise ModelError(f"no model version {version} in {home}")

@@ -120,7 +120,7 @@ def init_production(run_dir, home: str | Path, far_target: float | None = None) 
     recalibrates at. Not given: enroll.yaml's (else ``DEFAULT_FAR_TARGET``), recorded there too.
     A refused registration leaves enroll.yaml (and a home it created) as they were.
     """
-    from enroll.models import production_version, register_run
+    from enroll.model_versions import production_version, register_run
 
     home = Path(home)
     policy = load_settings(home)  # a broken enroll.yaml is refused before anything changes

@@ -9,7 +9,7 @@ def status_report(home: Path, gallery) -> tuple[dict, list[str]]:
     """(JSON document, text lines); ``gallery`` is the home's (or an empty stand-in)."""
     from enroll.gallery import GalleryError
     from enroll.gate import describe
-    from enroll.models import ModelError, production_meta
+    from enroll.model_versions import ModelError, production_meta
     from enroll.settings import load_settings
 
     try:

@@ -78,7 +78,7 @@ def pair_probability(head: dict, a, b) -> np.ndarray:
 def calibrate_head(head: dict, embeddings, identities, sources, far_target: float, folds: int = 10,
                    pairs_per_fold: int = 300) -> dict:
     """The head's probability threshold at ``far_target`` on these (validation) pairs, as τ is
-    calibrated (enroll.models.calibrate): best accuracy when the FAR is not resolvable."""
+    calibrated (enroll.model_versions.calibrate): best accuracy when the FAR is not resolvable."""
     from trainer.evaluation import lfw_protocol
 
     per_fold = max(pairs_per_fold, math.ceil(2 / (far_target * folds)))
@@ -147,7 +147,7 @@ def head_for(home, version: int, meta: dict, model) -> tuple[dict, bool]:
 def verify_head(gallery, home, path, name: str) -> dict:
     """``service.verify`` answered by the head: match when P(same) of the query and the person's
     most probable face reaches the head's calibrated threshold."""
-    from enroll.models import production
+    from enroll.model_versions import production
     from enroll.service import person_and_query
 
     name, version, meta, query, note, faces = person_and_query(gallery, home, path, name)

@@ -72,7 +72,7 @@ def single_face_photos(root: Path, size: int) -> list[Path]:
 
 def bench_enrolment(home: Path, photos: list[Path], warm_runs: int, cold_runs: int) -> dict:
     from enroll import service
-    from enroll.models import production
+    from enroll.model_versions import production
     from enroll.store import SqliteGallery
 
     production(home)
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cold-runs", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "experiments/results/bench_enroll.json"))
     args = parser.parse_args(argv)
-    from enroll.models import production_meta, register_run
+    from enroll.model_versions import production_meta, register_run
     from trainer.run_plan import PLAN_FILE
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -35,7 +35,7 @@ LATENCY_QUERIES = 100
 
 
 def calibrate_tau(embeddings, identities, sources, far_target: float) -> float:
-    """τ on validation pairs, as enroll.models.calibrate: at the FAR when resolvable, else best accuracy."""
+    """τ on validation pairs, as enroll.model_versions.calibrate: at the FAR when resolvable, else best accuracy."""
     import math
 
     from enroll.verification_head import pair_rows

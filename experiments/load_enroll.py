@@ -59,7 +59,7 @@ class Refused(Exception):
 class LoadSetup:
     home: Path
     version: int
-    meta: dict  # the production model's metadata (enroll.models.production_meta)
+    meta: dict  # the production model's metadata (enroll.model_versions.production_meta)
     strangers: list[str]  # photos no adder enrols
     to_enrol: list[str]  # photos the adders share out, one per new person
     before: GalleryState
@@ -81,7 +81,7 @@ def photo_pool(root: Path) -> list[str]:
 
 
 def gallery_state(home: Path) -> GalleryState:
-    from enroll.models import production_version
+    from enroll.model_versions import production_version
     from enroll.store import SqliteGallery
 
     with SqliteGallery(home) as g:
@@ -130,7 +130,7 @@ def set_up(args) -> LoadSetup:
     """The production home and the photos, refused before any process starts."""
     from enroll.gallery import GalleryError
     from enroll.home import resolve_home, settings_file
-    from enroll.models import production_meta
+    from enroll.model_versions import production_meta
     from enroll.settings import load_settings
 
     home = resolve_home(args.home)

@@ -104,7 +104,7 @@ def home(tmp_path, monkeypatch):
             gallery.add_person(ids[3 * p], crops, {1: emb[3 * p:3 * p + 2]})
     state = {"query": emb[2]}  # p000's third photo, not enrolled
     monkeypatch.setattr(service, "_query", lambda h, path: (1, meta, state["query"], ""))
-    monkeypatch.setattr("enroll.models.production", lambda h: (1, meta, object()))
+    monkeypatch.setattr("enroll.model_versions.production", lambda h: (1, meta, object()))
     return home, state
 
 

@@ -268,7 +268,7 @@ def test_register_run_embeds_late_enrolments_before_switching(trained_run, tmp_p
     import numpy as np
 
     from enroll.crops import encode_png
-    from enroll.models import production_version, register_run
+    from enroll.model_versions import production_version, register_run
     from enroll.store import InMemoryGallery
 
     rng = np.random.default_rng(0)
@@ -290,7 +290,7 @@ def test_register_run_embeds_late_enrolments_before_switching(trained_run, tmp_p
 
 def test_enrolment_retries_when_the_model_changes_underneath(home, lfw, tmp_path):
     from enroll import service
-    from enroll.models import StaleModel, guard_for
+    from enroll.model_versions import StaleModel, guard_for
 
     copy = tmp_path / "home"
     shutil.copytree(home, copy)

@@ -96,7 +96,7 @@ def test_a_held_out_photo_is_recorded_and_left_out_of_the_export(home, lfw, tmp_
 
 def test_retrain_promotes_a_warm_started_model(home, trained_run, ray_head, capsys):  # noqa: F811
     """The FAR chosen at `enroll init` is the one the promoted model's τ is calibrated at."""
-    from enroll.models import calibrate
+    from enroll.model_versions import calibrate
     from trainer.checkpoints import load_run
 
     assert cli.main(["init", "--run", str(trained_run), "--far-target", "0.05", "--home", str(home)]) == 0
@@ -189,7 +189,7 @@ def test_the_gate_rejects_a_candidate_worse_on_the_changed_people(home):  # noqa
     import tf_keras as keras
 
     from enroll.gate import promotion_gate
-    from enroll.models import production
+    from enroll.model_versions import production
     from enroll.settings import load_settings
     from trainer.checkpoints import load_run
     from trainer.models.mirror import network_of
@@ -260,7 +260,7 @@ def test_reembedding_on_ray_tasks_matches_in_process(home, local_ray):  # noqa: 
     import numpy as np
     import tf_keras as keras
 
-    from enroll.models import backfill
+    from enroll.model_versions import backfill
 
     model_dir = home / "models" / "1" / "model"
     model = keras.models.load_model(model_dir, compile=False)

@@ -49,7 +49,7 @@ class RunPlan:
     train_images: int = 0
     eval_sets: dict[str, list[str]] = field(default_factory=dict)  # evaluated after every epoch as <name>_*
     init_from: str = ""  # warm start: the checkpoint the weights come from ("" = from scratch)
-    gallery_version: int = 0  # the gallery change a retraining's data reflects (enroll.models.register_run)
+    gallery_version: int = 0  # the gallery change a retraining's data reflects (enroll.model_versions.register_run)
     # Filled in by trainer.plan.open_tracking on the driver before training:
     tracking_uri: str = ""
     mlflow_run_id: str = ""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer import checkpoints, config as config_lib, run_results
-from trainer.compute import ComputeCounters, epoch_counters
+from trainer.compute_counters import ComputeCounters, epoch_counters
 from trainer.config import Config, ConfigError
 from trainer.run_plan import PLAN_FILE, RunPlan
 from trainer.train_step import make_train_step
