@@ -121,11 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.prepare import DatasetError
 
     try:
-        if args.base_run:
-            from trainer.checkpoints import load_run
-
+        if args.base_run:  # its own config: the plan holds it (no model is loaded to read it)
             args.config = str(args.base_run / "config.yaml")
-            cfg = load_run(args.base_run)[1]
+            cfg = config_lib.from_dict(RunPlan.load(args.base_run).config)
         else:
             args.config = args.config or default_config()
             cfg = config_lib.load(args.config, args.set)
@@ -209,11 +207,8 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
 def base_model(args, cfg) -> tuple[RunPlan, dict]:
     """Stages 1-3: train the base run, or take the finished ``--base-run``; (its plan, its results)."""
     if args.base_run:
-        from trainer.checkpoints import load_run
-
         stage(f"1-3. base model: the finished run {args.base_run}")
-        plan = load_run(args.base_run)[2]
-        return plan, run_results.load(args.base_run)  # FileNotFoundError (an OSError) when it has not finished
+        return RunPlan.load(args.base_run), run_results.load(args.base_run)  # FileNotFoundError (an OSError) when it has not finished
     stage("1-3. prepare (detect + align), train on Ray, evaluate")
     cfg.train.run_name = cfg.train.run_name or f"lifecycle-{time.strftime('%Y%m%d-%H%M%S')}"
     plan = train.plan_run(cfg, args.config)

@@ -1,7 +1,9 @@
-"""Writing a file so that readers see the old content or the new, never a mix: the one helper for
-it (run plans and results, the home's PRODUCTION pointer and policy, crops, journals, exports)."""
+"""Files the project writes and reads back whole: ``atomic_write`` so that readers see the old
+content or the new, never a mix (run plans and results, the home's PRODUCTION pointer and policy,
+manifests, exports), and ``read_json`` with one-line errors naming the file."""
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -25,3 +27,15 @@ def atomic_write(path: str | Path, content: str | bytes, sync: bool = False) -> 
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def read_json(path: str | Path, missing: str):
+    """The JSON value in ``path``. Raises ``FileNotFoundError(missing)`` when there is no such file,
+    ``ValueError`` naming the file when it is not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(missing)
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not JSON: {exc}") from None

@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from trainer.files import atomic_write
+from trainer.files import atomic_write, read_json
 from trainer.splits import Split
 
 PLAN_FILE = "plan.json"
@@ -112,12 +112,10 @@ class RunPlan:
         """The plan of the run directory ``run_dir``. Raises ``FileNotFoundError`` when it has none,
         ``ValueError`` when its plan.json is not one; both one line naming the file."""
         path = Path(run_dir) / PLAN_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"not a run directory (no {PLAN_FILE}): {run_dir}")
         try:
-            data = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"not a run directory ({path} is not JSON: {exc})") from None
+            data = read_json(path, f"not a run directory (no {PLAN_FILE}): {run_dir}")
+        except ValueError as exc:
+            raise ValueError(f"not a run directory ({exc})") from None
         try:
             plan = cls.from_dict(data)
         except ValueError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainer.files import atomic_write
+from trainer.files import atomic_write, read_json
 
 RESULTS_FILE = "results.json"
 
@@ -27,12 +27,7 @@ def load(run_dir: str | Path) -> dict:
     """The run's results. Raises ``FileNotFoundError`` when it has not finished (no results.json),
     ``ValueError`` when the file is not a JSON object; both one line naming the file."""
     target = path(run_dir)
-    if not target.is_file():
-        raise FileNotFoundError(f"run {run_dir} has not finished (no {RESULTS_FILE})")
-    try:
-        results = json.loads(target.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{target} is not JSON: {exc}") from None
+    results = read_json(target, f"run {run_dir} has not finished (no {RESULTS_FILE})")
     if not isinstance(results, dict):
         raise ValueError(f"{target} holds no results (a JSON object)")
     return results
