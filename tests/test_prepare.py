@@ -126,3 +126,19 @@ def test_a_tfds_dataset_by_name(tmp_path, monkeypatch, local_ray):
     assert manifest["counts"]["faces_aligned"] == 9 and manifest["source"] == "tfds:synthetic_faces_for_test"
     again = prepare("tfds:synthetic_faces_for_test", tmp_path / "cache", size=32, align=False, progress=False)
     assert again["counts"]["identities_reused"] == 3
+
+
+def test_photos_copied_afresh_keep_their_cache(tmp_path, local_ray):
+    """The cache is keyed by the photos' contents: a fresh copy (new mtimes) reuses every shard,
+    while a photo whose bytes changed is redone."""
+    import os
+    root = make_identity_folders(tmp_path / "faces", identities=2, images=2)
+    prepare(str(root), tmp_path / "cache", size=32, align=False, progress=False)
+    for photo in root.glob("*/*.jpg"):
+        os.utime(photo, (1, 1))
+    again = prepare(str(root), tmp_path / "cache", size=32, align=False, progress=False)
+    assert again["counts"]["identities_reused"] == 2
+    photo = root / "person_01" / "00.jpg"
+    photo.write_bytes(photo.read_bytes() + b"\0")
+    changed = prepare(str(root), tmp_path / "cache", size=32, align=False, progress=False)
+    assert changed["counts"]["identities_reused"] == 1

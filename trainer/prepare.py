@@ -7,8 +7,9 @@ The source is an identity-folder root (``root/<identity>/*.jpg|png|pgm``) or ``t
 (exported once to an identity folder under the cache). One Ray task per identity
 (``trainer/identity_shard.py``) detects (MTCNN), aligns and JPEG-encodes every photo, writing
 ``<identity>-<fingerprint>.tfrecord``. The
-fingerprint covers the identity's file names, sizes and mtimes plus the alignment settings, so a
-re-run reuses every shard whose inputs did not change and only redoes changed identities; shards no
+fingerprint covers the identity's file names and contents (SHA-1) plus the alignment settings, so a
+re-run reuses every shard whose inputs did not change, also after the photos were copied afresh
+(a new mtime is not a new photo) and only redoes changed identities; shards no
 manifest uses any more are deleted by ``--prune``. One shard
 per identity is also what makes P×K batching a plain ``tf.data`` interleave (see pipeline.py).
 
@@ -68,7 +69,8 @@ def _slug(name: str) -> str:
 
 
 def _identity_fingerprint(files: list[Path], size: int, align: bool | str) -> str:
-    stats = [(p.name, s.st_size, s.st_mtime_ns) for p, s in ((p, p.stat()) for p in files)]
+    # Contents, not mtimes: a dataset copied again (rsync without -t, a fresh volume) keeps its cache.
+    stats = [(p.name, hashlib.sha1(p.read_bytes()).hexdigest()) for p in files]
     mode = {True: True, False: False}.get(align, align)  # True/False keep the fingerprints of old caches
     return fingerprint({"files": stats, "size": size, "align": mode, "v": ALIGN_VERSION})
 
