@@ -119,18 +119,18 @@ def answer(classifier: Classifier, names, matrix, query, threshold: float, top_k
                            for n, s in ranked]}
 
 
-def identify_closed_set(gallery, home, path, top_k: int, method: str) -> dict:
+def identify_closed_set(gallery, home, path, top_k: int, method: str, embedder=None) -> dict:
     """``service.identify`` with ``method`` knn or svm; refused before any photo work when fewer than
     two people are enrolled under the production model."""
     from enroll.model_versions import production_meta
-    from enroll.service import _query
+    from enroll.service import _box, query_photo
 
     version, _ = production_meta(home)
     check_people(gallery.embeddings(version)[0], method)
-    version, meta, query, note = _query(home, path)
+    query = query_photo(home, path, embedder)
     changes = gallery.gallery_version()
-    names, matrix = gallery.embeddings(version)
-    classifier = classifier_for(home, version, changes, method, names, matrix)
-    result = answer(classifier, names, matrix, query, meta["threshold"], top_k)
-    return {"source": str(path), **result, "threshold": meta["threshold"], "model_version": version,
-            "method": method, "note": note}
+    names, matrix = gallery.embeddings(query.version)
+    classifier = classifier_for(home, query.version, changes, method, names, matrix)
+    result = answer(classifier, names, matrix, query.embedding, query.meta["threshold"], top_k)
+    return {"source": str(path), **result, "threshold": query.meta["threshold"], "model_version": query.version,
+            "method": method, "note": query.note, "box": _box(query)}

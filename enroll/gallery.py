@@ -25,6 +25,20 @@ class GalleryError(ValueError):
     """A refused gallery operation; the message is one line and names what to do instead."""
 
 
+# Kinds of refusal, for callers that answer differently to each (the API's HTTP status codes,
+# enroll/api/errors.py); the CLI prints them all alike.
+class NotFound(GalleryError):
+    """No such person (or job)."""
+
+
+class Conflict(GalleryError):
+    """Refused in the current state: a name already enrolled, a job already ended, a model switched meanwhile."""
+
+
+class Unavailable(GalleryError):
+    """Something the operation needs does not answer now (Ray, an embedding server, the database)."""
+
+
 @dataclass(frozen=True)
 class Face:
     id: int
@@ -147,7 +161,7 @@ def crop_sha(data: bytes) -> str:
 def check_presence(name: str, existing: Person | None, append: bool) -> None:
     """Refuse a duplicate enrolment, or an append to nobody, with the fix in the message."""
     if existing and not append:
-        raise GalleryError(f"{name!r} is already enrolled ({len(existing.faces)} faces); "
-                           "use --append to add photos to them, or choose another name")
+        raise Conflict(f"{name!r} is already enrolled ({len(existing.faces)} faces); "
+                       "use --append to add photos to them, or choose another name")
     if append and not existing:
-        raise GalleryError(f"no person named {name!r} is enrolled, so there is nothing to append to; drop --append")
+        raise NotFound(f"no person named {name!r} is enrolled, so there is nothing to append to; drop --append")

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, Job, Person, check_new_faces,
+from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, Job, NotFound, Person, check_new_faces,
                             check_presence, crop_sha, held_out_row, validate_name)
 
 
@@ -52,7 +52,7 @@ class InMemoryGallery:
         with self._lock:
             person = self._people.pop(validate_name(name), None)
             if person is None:
-                raise GalleryError(f"no person named {name!r} is enrolled")
+                raise NotFound(f"no person named {name!r} is enrolled")
             gone = {f.id for f in person.faces}
             self._vectors = {k: v for k, v in self._vectors.items() if k[0] not in gone}
             still_used = {f.sha256 for p in self._people.values() for f in p.faces}
@@ -129,7 +129,7 @@ class InMemoryGallery:
     def update_job(self, job_id, state, detail="", result=None):
         with self._lock:
             if job_id not in self._jobs:
-                raise GalleryError(f"no job {job_id}")
+                raise NotFound(f"no job {job_id}")
             old = self._jobs[job_id]
             self._jobs[job_id] = Job(old.id, old.kind, state, old.params, detail, old.created, time.time(),
                                      old.result if result is None else dict(result))

@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from enroll.gallery import GalleryError
+from enroll.gallery import Conflict, GalleryError, NotFound, Unavailable
 from enroll.home import ENV as HOME_ENV, resolve_home
 from enroll.model_versions import production_meta
 
@@ -57,7 +57,7 @@ def _job_client(address: str):
             except Exception as exc:  # noqa: BLE001
                 last = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
                 time.sleep(1)
-        raise GalleryError(f"started a local Ray head but its dashboard at {LOCAL_DASHBOARD} does not answer ({last})")
+        raise Unavailable(f"started a local Ray head but its dashboard at {LOCAL_DASHBOARD} does not answer ({last})")
 
 
 def submit_retrain(home=None, reason: str = "", gallery=None, address: str = "") -> tuple[int, str, str]:
@@ -96,7 +96,7 @@ def submit_retrain(home=None, reason: str = "", gallery=None, address: str = "")
                     time.sleep(1)
         except Exception as exc:  # noqa: BLE001 - any submission failure leaves a failed job, nothing else
             gallery.update_job(job_id, "failed", f"submission failed: {(str(exc).splitlines() or [''])[0][:200]}")
-            raise GalleryError(f"could not submit the retraining job: {(str(exc).splitlines() or [''])[0][:200]}") from None
+            raise Unavailable(f"could not submit the retraining job: {(str(exc).splitlines() or [''])[0][:200]}") from None
         gallery.update_job(job_id, "submitted", f"ray job {submission}")
     finally:
         if own:
@@ -159,21 +159,21 @@ def cancel_retrain(home, gallery, job_id: int, timeout: float = 120):
     """Stop a submitted or running retraining on Ray and record it; returns the Job."""
     job = next((j for j in gallery.jobs() if j.id == job_id and j.kind == "retrain"), None)
     if job is None:
-        raise GalleryError(f"no retraining job {job_id}")
+        raise NotFound(f"no retraining job {job_id}")
     if job.state not in ACTIVE:
-        raise GalleryError(f"retraining job {job_id} already ended {job.state}")
+        raise Conflict(f"retraining job {job_id} already ended {job.state}")
     if "token" not in job.params:
         raise GalleryError(f"job {job_id} predates cancellation support: stop it with `ray job stop`")
     try:
         client = _client_for(job)
         client.stop_job(submission_id(job))
     except Exception as exc:  # noqa: BLE001 - cluster gone, or it forgot the job
-        raise GalleryError(f"cannot stop job {job_id} on Ray at {job.params['ray_address']}: "
+        raise Unavailable(f"cannot stop job {job_id} on Ray at {job.params['ray_address']}: "
                            f"{(str(exc).splitlines() or [type(exc).__name__])[0][:200]}") from None
     deadline = time.time() + timeout
     while not client.get_job_status(submission_id(job)).is_terminal():
         if time.time() > deadline:
-            raise GalleryError(f"Ray did not stop job {job_id} within {timeout:.0f} s")
+            raise Unavailable(f"Ray did not stop job {job_id} within {timeout:.0f} s")
         time.sleep(1)
     reconcile(home, gallery)
     return next(j for j in gallery.jobs() if j.id == job_id)

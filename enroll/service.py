@@ -2,8 +2,10 @@
 
 Every photo goes through ``trainer.align`` exactly as training data did (strict decoding, MTCNN,
 5-point alignment at the production model's input size), so gallery vectors, queries and the
-calibrated τ all live in the same space. Results are plain dicts: the CLI prints them as text or
-JSON, and a server could return them as they are.
+calibrated τ all live in the same space. A photo is a file path (the CLI) or ``PhotoBytes`` (an
+upload to the API: decoded from memory, named by its file name). Embeddings come from an
+``embedders`` Embedder: the in-process production model unless one is given. Results are plain
+dicts: the CLI prints them as text or JSON, and the API (enroll/api/) returns them as they are.
 """
 from __future__ import annotations
 
@@ -13,17 +15,32 @@ from pathlib import Path
 import numpy as np
 
 from enroll.crops import encode_png
-from enroll.gallery import GalleryError, check_presence, crop_sha, validate_name
+from enroll.embedders import Embedder, LocalEmbedder
+from enroll.gallery import Conflict, GalleryError, NotFound, check_presence, crop_sha, validate_name
 from enroll.index import ExactIndex, normalise, top_people
-from enroll.model_versions import StaleModel, embed_pixels, guard_for, production
+from enroll.model_versions import StaleModel, guard_for
 
 
-class EnrolmentRefused(GalleryError):
+class PhotoRefused(GalleryError):
+    """The photo cannot be used (not an image, no face, ...); the message names the photo."""
+
+
+class EnrolmentRefused(PhotoRefused):
     """No photo was usable: nothing was stored. ``photos`` says why for each one."""
 
     def __init__(self, message: str, photos: list[dict]):
         super().__init__(message)
         self.photos = photos
+
+
+@dataclass(frozen=True)
+class PhotoBytes:
+    """An uploaded photo: its bytes and the file name it came with (no directory part)."""
+    name: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.name
 
 
 @dataclass
@@ -32,6 +49,7 @@ class Photo:
     accepted: bool
     reason: str = ""  # why it was rejected, or a note on an accepted one
     crop: np.ndarray | None = None
+    box: tuple[int, int, int, int] | None = None  # x, y, width, height of the face kept, in the photo's pixels
 
     def summary(self) -> dict:
         return {"source": self.source, "accepted": self.accepted, "reason": self.reason}
@@ -41,7 +59,8 @@ def align_photo(path, image_size: int, allow_several: bool = False) -> Photo:
     from trainer.align import FaceAligner, ImageError, read_image
 
     try:
-        result = FaceAligner(image_size).align(read_image(path))
+        image = read_image(path.data if isinstance(path, PhotoBytes) else path)
+        result = FaceAligner(image_size).align(image)
     except ImageError as exc:
         return Photo(str(path), False, str(exc))
     if result.status == "no_face":
@@ -50,10 +69,25 @@ def align_photo(path, image_size: int, allow_several: bool = False) -> Photo:
         return Photo(str(path), False, f"several faces ({result.faces}); use a photo of one person "
                                        "or --allow-several-faces to keep the largest")
     note = f"several faces ({result.faces}): the largest was kept" if result.status == "several_faces" else ""
-    return Photo(str(path), True, note, result.crop)
+    return Photo(str(path), True, note, result.crop, _box_in_photo(result, image.shape))
 
 
-def add_person(gallery, home, name: str, paths, *, append: bool = False, allow_several: bool = False) -> dict:
+def _box_in_photo(result, shape) -> tuple[int, int, int, int] | None:
+    """The detector's box mapped from the image it ran on back to the photo's pixels. A small photo
+    is detected on a view padded by a quarter of each side and upscaled (trainer.align.detection_view)."""
+    if result.box is None or result.view is None:
+        return None
+    h, w = shape[:2]
+    pad_y, pad_x = (0, 0) if result.view.shape[:2] == (h, w) else (h // 4, w // 4)
+    sy, sx = result.view.shape[0] / (h + 2 * pad_y), result.view.shape[1] / (w + 2 * pad_x)
+    x, y, bw, bh = result.box
+    left, top = max(0.0, x / sx - pad_x), max(0.0, y / sy - pad_y)
+    right, bottom = min(float(w), (x + bw) / sx - pad_x), min(float(h), (y + bh) / sy - pad_y)
+    return round(left), round(top), max(0, round(right - left)), max(0, round(bottom - top))
+
+
+def add_person(gallery, home, name: str, paths, *, append: bool = False, allow_several: bool = False,
+               embedder: Embedder | None = None) -> dict:
     """Enrol ``name`` from photo ``paths``; refused photos are reported, never stored.
 
     With two or more photos one is held out of retraining (``held_out`` names it in the report):
@@ -61,8 +95,10 @@ def add_person(gallery, home, name: str, paths, *, append: bool = False, allow_s
     """
     name = validate_name(name)
     check_presence(name, gallery.get(name), append)  # fail before the slow part; re-checked on commit
+    embedder = embedder or LocalEmbedder()
     for _ in range(3):
-        version, meta, model = production(home)
+        model = embedder.current(home)
+        version, meta = model.version, model.meta
         photos = [align_photo(p, meta["image_size"], allow_several) for p in paths]
         _reject_duplicates(photos, gallery.get(name))
         accepted = [p for p in photos if p.accepted]
@@ -70,7 +106,7 @@ def add_person(gallery, home, name: str, paths, *, append: bool = False, allow_s
             reasons = "; ".join(f"{Path(p.source).name}: {p.reason}" for p in photos)
             raise EnrolmentRefused(f"no photo of {name!r} was accepted, nothing stored ({reasons})",
                                    [p.summary() for p in photos])
-        vectors = embed_pixels(model, np.stack([p.crop for p in accepted]))
+        vectors = model.embed(np.stack([p.crop for p in accepted]))
         lookalikes = similar_people(gallery, version, vectors, meta["threshold"], exclude=name)
         # The file name is kept as text: undecodable bytes in it (surrogate escapes) as \udcff.
         faces = [(encode_png(p.crop), Path(p.source).name.encode("utf-8", "backslashreplace").decode("utf-8"))
@@ -85,7 +121,7 @@ def add_person(gallery, home, name: str, paths, *, append: bool = False, allow_s
                 "faces_added": len(accepted), "faces_total": len(person.faces), "held_out": held_out,
                 "lookalikes": [{"name": n, "distance": d} for n, d in lookalikes],
                 "threshold": meta["threshold"]}
-    raise GalleryError("the production model kept changing during the enrolment; try again")
+    raise Conflict("the production model kept changing during the enrolment; try again")
 
 
 def _reject_duplicates(photos: list[Photo], existing) -> None:
@@ -110,29 +146,51 @@ def similar_people(gallery, version: int, vectors, threshold: float, exclude: st
     return [(n, d) for n, d in top_people(index, mean, len(index)) if d <= threshold]
 
 
-def person_and_query(gallery, home, path, name: str) -> tuple[str, int, dict, np.ndarray, str, np.ndarray]:
+@dataclass(frozen=True)
+class Query:
+    """A query photo embedded by the production model."""
+    version: int  # the production model version
+    meta: dict  # its meta.json
+    embedding: np.ndarray  # (d,)
+    note: str  # e.g. "several faces: the largest was kept"
+    box: tuple[int, int, int, int] | None  # where the face is in the photo: x, y, width, height
+
+
+def query_photo(home, path, embedder: Embedder | None = None) -> Query:
+    """Align and embed the face in ``path`` (the largest, if several); PhotoRefused when there is none."""
+    model = (embedder or LocalEmbedder()).current(home)
+    photo = align_photo(path, model.meta["image_size"], allow_several=True)
+    if not photo.accepted:
+        raise PhotoRefused(f"{path}: {photo.reason}")
+    return Query(model.version, model.meta, model.embed(photo.crop[None])[0], photo.reason, photo.box)
+
+
+def person_and_query(gallery, home, path, name: str, embedder: Embedder | None = None
+                     ) -> tuple[str, Query, np.ndarray]:
     """What verifying ``path`` against ``name`` needs, by either method: (the checked name, the
-    production version, its meta, the query's embedding, a note, the person's face embeddings)."""
+    query, the person's face embeddings under the query's model version)."""
     name = validate_name(name)
     if gallery.get(name) is None:
-        raise GalleryError(f"no person named {name!r} is enrolled (see `enroll list`)")
-    version, meta, query, note = _query(home, path)
-    names, matrix = gallery.embeddings(version)
+        raise NotFound(f"no person named {name!r} is enrolled (see `enroll list`)")
+    query = query_photo(home, path, embedder)
+    names, matrix = gallery.embeddings(query.version)
     rows = [i for i, n in enumerate(names) if n == name]
-    if not rows:  # cannot happen in a consistent gallery (see consistency.py)
-        raise GalleryError(f"{name!r} has no embedding for production model {version}; run `enroll status`")
-    return name, version, meta, query, note, matrix[rows]
+    if not rows:  # removed meanwhile; a consistent gallery has a vector per face and model (consistency.py)
+        raise NotFound(f"{name!r} has no embedding for production model {query.version}; run `enroll status`")
+    return name, query, matrix[rows]
 
 
-def _query(home, path) -> tuple[int, dict, np.ndarray, str]:
-    version, meta, model = production(home)
-    photo = align_photo(path, meta["image_size"], allow_several=True)
-    if not photo.accepted:
-        raise GalleryError(f"{path}: {photo.reason}")
-    return version, meta, embed_pixels(model, photo.crop[None])[0], photo.reason
+def search_index(gallery, version: int):
+    """The nearest-face index of the gallery under model ``version``: the gallery's own when it keeps
+    one in step with its changes (the API's, enroll/api/live_index.py), else built now."""
+    own = getattr(gallery, "search_index", None)
+    if own is not None:
+        return own(version)
+    names, matrix = gallery.embeddings(version)
+    return ExactIndex().build(matrix, names)
 
 
-def identify(gallery, home, path, top_k: int = 3, method: str = "nearest") -> dict:
+def identify(gallery, home, path, top_k: int = 3, method: str = "nearest", embedder: Embedder | None = None) -> dict:
     """The nearest enrolled people to the face in ``path``; ``name`` is "unknown" beyond τ.
     ``method`` knn or svm: a closed-set classifier names the person (enroll.classifiers)."""
     if top_k < 1:
@@ -140,16 +198,20 @@ def identify(gallery, home, path, top_k: int = 3, method: str = "nearest") -> di
     if method != "nearest":
         from enroll.classifiers import check_method, identify_closed_set
 
-        return identify_closed_set(gallery, home, path, top_k, check_method(method))
-    version, meta, query, note = _query(home, path)
-    names, matrix = gallery.embeddings(version)
-    candidates = top_people(ExactIndex().build(matrix, names), query, top_k) if names else []
-    threshold = meta["threshold"]
+        return identify_closed_set(gallery, home, path, top_k, check_method(method), embedder)
+    query = query_photo(home, path, embedder)
+    index = search_index(gallery, query.version)
+    candidates = top_people(index, query.embedding, top_k) if len(index) else []
+    threshold = query.meta["threshold"]
     best = candidates[0] if candidates else (None, float("inf"))
     return {"source": str(path), "name": best[0] if best[1] <= threshold else "unknown",
-            "distance": best[1] if candidates else None, "threshold": threshold, "model_version": version,
+            "distance": best[1] if candidates else None, "threshold": threshold, "model_version": query.version,
             "candidates": [{"name": n, "distance": d, "match": d <= threshold} for n, d in candidates],
-            "note": note or ("the gallery is empty" if not names else "")}
+            "note": query.note or ("the gallery is empty" if not len(index) else ""), "box": _box(query)}
+
+
+def _box(query: Query) -> dict | None:
+    return dict(zip(("x", "y", "width", "height"), query.box)) if query.box else None
 
 
 def identify_remote(server: str, path, top_k: int = 3) -> dict:
@@ -163,7 +225,7 @@ def identify_remote(server: str, path, top_k: int = 3) -> dict:
         meta = client.metadata()
         photo = align_photo(path, int(meta["image_size"]), allow_several=True)
         if not photo.accepted:
-            raise GalleryError(f"{path}: {photo.reason}")
+            raise PhotoRefused(f"{path}: {photo.reason}")
         result = client.identify(photo.crop[None].astype(np.float32))
     except ServingError as exc:
         raise GalleryError(f"serving at {server}: {exc}") from None
@@ -176,16 +238,17 @@ def identify_remote(server: str, path, top_k: int = 3) -> dict:
             "note": photo.reason or ("the gallery is empty" if not names else "")}
 
 
-def verify(gallery, home, path, name: str, method: str = "distance") -> dict:
+def verify(gallery, home, path, name: str, method: str = "distance", embedder: Embedder | None = None) -> dict:
     """Is the face in ``path`` the enrolled person ``name``? (their closest face within τ; ``method``
     head: the Siamese verification head decides, enroll.verification_head)"""
     if method == "head":
         from enroll.verification_head import verify_head
 
-        return verify_head(gallery, home, path, name)
+        return verify_head(gallery, home, path, name, embedder)
     if method != "distance":
         raise GalleryError(f"--method must be head or distance, got {method!r}")
-    name, version, meta, query, note, faces = person_and_query(gallery, home, path, name)
-    distance = float(np.min(np.linalg.norm(faces - query, axis=1)))
-    return {"source": str(path), "name": name, "match": distance <= meta["threshold"], "distance": distance,
-            "threshold": meta["threshold"], "model_version": version, "note": note}
+    name, query, faces = person_and_query(gallery, home, path, name, embedder)
+    distance = float(np.min(np.linalg.norm(faces - query.embedding, axis=1)))
+    threshold = query.meta["threshold"]
+    return {"source": str(path), "name": name, "match": distance <= threshold, "distance": distance,
+            "threshold": threshold, "model_version": query.version, "note": query.note, "box": _box(query)}

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from enroll.crops import CropFiles
-from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, Job, Person, check_new_faces,
+from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, Job, NotFound, Person, check_new_faces,
                             check_presence, crop_sha, held_out_row, validate_name)
 from enroll.memory import InMemoryGallery
 from enroll.home import crops_dir, gallery_db
@@ -114,7 +114,7 @@ class SqliteGallery:
         with self._write() as db:
             person = self._person(db, name)
             if person is None:
-                raise GalleryError(f"no person named {name!r} is enrolled")
+                raise NotFound(f"no person named {name!r} is enrolled")
             self.crops.begin(f.sha256 for f in person.faces)
             ids = [(f.id,) for f in person.faces]
             db.executemany("DELETE FROM embeddings WHERE face_id = ?", ids)
@@ -220,7 +220,7 @@ class SqliteGallery:
         with self._write() as db:
             if not db.execute("UPDATE jobs SET state = ?, detail = ?, updated = ?, result = COALESCE(?, result) "
                               "WHERE id = ?", (state, detail, time.time(), encoded, int(job_id))).rowcount:
-                raise GalleryError(f"no job {job_id}")
+                raise NotFound(f"no job {job_id}")
 
     def jobs(self) -> list[Job]:
         with self._read() as db:

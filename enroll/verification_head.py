@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from enroll.gallery import GalleryError
+from enroll.gallery import Conflict, GalleryError
 from enroll.home import read_verification_head, verification_head_file, write_verification_head
 from trainer.run_plan import RunPlan
 
@@ -144,21 +144,23 @@ def head_for(home, version: int, meta: dict, model) -> tuple[dict, bool]:
     return head, True
 
 
-def verify_head(gallery, home, path, name: str) -> dict:
+def verify_head(gallery, home, path, name: str, embedder=None) -> dict:
     """``service.verify`` answered by the head: match when P(same) of the query and the person's
-    most probable face reaches the head's calibrated threshold."""
+    most probable face reaches the head's calibrated threshold. (Training the head at its first use
+    needs the production model in this process, whatever ``embedder`` embeds the query.)"""
     from enroll.model_versions import production
-    from enroll.service import person_and_query
+    from enroll.service import _box, person_and_query
 
-    name, version, meta, query, note, faces = person_and_query(gallery, home, path, name)
+    name, query, faces = person_and_query(gallery, home, path, name, embedder)
+    version, meta = query.version, query.meta
     current, _, model = production(home)
     if current != version:
-        raise GalleryError(f"the production model changed from version {version} to {current} meanwhile; try again")
+        raise Conflict(f"the production model changed from version {version} to {current} meanwhile; try again")
     head, trained = head_for(home, version, meta, model)
-    p = float(np.max(pair_probability(head, faces, query)))
+    p = float(np.max(pair_probability(head, faces, query.embedding)))
     return {"source": str(path), "name": name, "match": p >= head["threshold"], "method": "head",
             "probability": p, "probability_threshold": head["threshold"],
-            "distance": float(np.min(np.linalg.norm(faces - query, axis=1))), "threshold": meta["threshold"],
-            "model_version": version, "note": note,
+            "distance": float(np.min(np.linalg.norm(faces - query.embedding, axis=1))), "threshold": meta["threshold"],
+            "model_version": version, "note": query.note, "box": _box(query),
             "head": {"trained_now": trained, "file": str(verification_head_file(home, version)),
                      "train_pairs": head["train_pairs"], "threshold_method": head["threshold_method"]}}

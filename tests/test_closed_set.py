@@ -103,7 +103,7 @@ def home(tmp_path, monkeypatch):
             crops = [(encode_png(np.full((8, 8, 3), 10 * p + k, np.uint8)), f"{k}.png") for k in range(2)]
             gallery.add_person(ids[3 * p], crops, {1: emb[3 * p:3 * p + 2]})
     state = {"query": emb[2]}  # p000's third photo, not enrolled
-    monkeypatch.setattr(service, "_query", lambda h, path: (1, meta, state["query"], ""))
+    monkeypatch.setattr(service, "query_photo", lambda h, path, embedder=None: service.Query(1, meta, state["query"], "", None))
     monkeypatch.setattr("enroll.model_versions.production", lambda h: (1, meta, object()))
     return home, state
 
