@@ -5,8 +5,11 @@
     enroll identify photo.jpg [--top-k 3] [--method nearest|knn|svm]   who is it? ("unknown" beyond τ)
     enroll verify photo.jpg --name "Ada Lovelace" [--method distance|head]   is it them?
     enroll remove-person "Ada Lovelace"              forget them: crops, embeddings, everywhere
+    enroll cluster photos/ [--min-size 2] [--method chinese_whispers|agglomerative|dbscan] [--enroll-as PREFIX]
+                                                     group a folder's faces by identity (enroll.cluster_command)
     enroll list | enroll status
     enroll export-serving [--model-version N]       a new TF-Serving version of the model and gallery
+    enroll db upgrade                                migrate the gallery's schema (SQLite, or $FACENET_GALLERY_URL)
 
 ``--json`` prints one JSON document on stdout instead of text; ``--home DIR`` overrides
 $FACENET_HOME (default ./.facenet). A refusal is one ``error: ...`` line on stderr and a non-zero
@@ -24,14 +27,16 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from enroll.cluster_command import add_parser as add_cluster_parser
 from enroll.commands import COMMANDS, photo_lines
+from enroll.db_command import add_parser as add_db_parser
 from enroll.gallery import GalleryError
 from enroll.home import resolve_home
 from enroll.serving_export import add_parser as add_export_serving_parser
 from trainer import cliargs
 
 TF_COMMANDS = {"init", "add-person", "identify", "verify", "remove-person",  # remove-person re-exports served galleries
-               "export-serving"}
+               "export-serving", "cluster"}
 
 
 _Parser = cliargs.ArgumentParser  # argparse would print the usage, then the error: one error line instead
@@ -87,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cancel", type=int, metavar="JOB", help="stop retraining job JOB on Ray instead")
     sub.add_parser("status", parents=[common], help="production model, gallery size, class changes, jobs")
     add_export_serving_parser(sub, common)
+    add_db_parser(sub, common)
+    add_cluster_parser(sub, common)
     return parser
 
 

@@ -6,6 +6,7 @@
     retrain_learning_rate_scale: 0.1  # a warm start's learning rate: the base run's × this, no warm-up
     far_target: 0.001             # FAR at which τ is calibrated, by `enroll init` and at every promotion
     ray_address: ""               # Ray dashboard URL for job submission; "" = $RAY_ADDRESS, else a local head
+    cluster_method: chinese_whispers  # `enroll cluster`'s default: chinese_whispers | agglomerative | dbscan
 
 The promotion gate (enroll/gate.py) compares the production model and the retrained candidate on
 four figures; the candidate is rejected when it is worse than production on any of them by more
@@ -34,6 +35,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from enroll.clustering import METHODS as CLUSTER_METHODS
 from enroll.gallery import GalleryError
 from enroll.home import settings_file
 from trainer.files import atomic_write
@@ -63,6 +65,7 @@ class Settings:
     promotion_min_new_rank1: float = 0.0
     far_target: float = DEFAULT_FAR_TARGET
     ray_address: str = ""
+    cluster_method: str = "chinese_whispers"  # enroll/clustering.py; `enroll cluster --method` overrides it
 
 
 def load_settings(home: str | Path) -> Settings:
@@ -79,6 +82,9 @@ def load_settings(home: str | Path) -> Settings:
             if not math.isfinite(getattr(settings, key)):
                 raise GalleryError(f"setting '{key}' in {path} must be a finite number, got {getattr(settings, key)}")
         check_far_target(settings.far_target, f"setting 'far_target' in {path}")
+        if settings.cluster_method not in CLUSTER_METHODS:
+            raise GalleryError(f"setting 'cluster_method' in {path} must be one of {', '.join(CLUSTER_METHODS)}, "
+                               f"got {settings.cluster_method!r}")
         if not 0 < settings.retrain_learning_rate_scale <= 10:  # (NaN fails too)
             raise GalleryError(f"setting 'retrain_learning_rate_scale' in {path} must be in (0, 10], "
                                f"got {settings.retrain_learning_rate_scale}")
