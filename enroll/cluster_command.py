@@ -158,7 +158,8 @@ def relative(path: Path, folder: Path) -> str:
 
 def enrol_groups(home, found: Clustering, folder: Path, prefix: str, notes: list[str]) -> list[dict]:
     """Enrol every group as ``PREFIX-<id>`` (add-person's path); the names are checked first."""
-    from enroll.commands import _gallery, _retrain_after
+    from enroll.commands import _gallery
+    from enroll.retrain import maybe_retrain
     from enroll.service import add_person
 
     names = {g.id: person_name(prefix, g.id) for g in found.groups}
@@ -181,10 +182,14 @@ def enrol_groups(home, found: Clustering, folder: Path, prefix: str, notes: list
             for other in report["lookalikes"]:
                 notes.append(f"warning: {report['name']!r} looks like {other['name']!r} (distance "
                              f"{other['distance']:.4f} <= τ {report['threshold']:.4f}): the same person twice?")
-        if reports:
-            retrain = _retrain_after(home, gallery, "cluster --enroll-as", False)
-            if retrain:
-                notes.append(retrain["message"])
+        if reports:  # the retraining policy once, as add-person applies it after each enrolment
+            try:
+                submitted = maybe_retrain(home, gallery, "cluster --enroll-as")
+            except GalleryError as exc:  # the enrolments are committed: say what did not happen
+                notes.append(f"warning: the groups are enrolled, but {str(exc).splitlines()[0]}")
+            else:
+                if submitted:
+                    notes.append(submitted[2])
     return reports
 
 
