@@ -201,13 +201,19 @@ def identify(gallery, home, path, top_k: int = 3, method: str = "nearest", embed
         return identify_closed_set(gallery, home, path, top_k, check_method(method), embedder)
     query = query_photo(home, path, embedder)
     index = search_index(gallery, query.version)
-    candidates = top_people(index, query.embedding, top_k) if len(index) else []
     threshold = query.meta["threshold"]
-    best = candidates[0] if candidates else (None, float("inf"))
-    return {"source": str(path), "name": best[0] if best[1] <= threshold else "unknown",
-            "distance": best[1] if candidates else None, "threshold": threshold, "model_version": query.version,
-            "candidates": [{"name": n, "distance": d, "match": d <= threshold} for n, d in candidates],
+    return {"source": str(path), **nearest_answer(index, query.embedding, threshold, top_k), "threshold": threshold,
+            "model_version": query.version,
             "note": query.note or ("the gallery is empty" if not len(index) else ""), "box": _box(query)}
+
+
+def nearest_answer(index, embedding, threshold: float, top_k: int) -> dict:
+    """The ``top_k`` nearest enrolled people to one embedding (a photo's, or a video track's mean):
+    ``name`` the nearest when within τ, else "unknown"; ``distance`` None when the gallery is empty."""
+    candidates = top_people(index, embedding, top_k) if len(index) else []
+    best = candidates[0] if candidates else (None, float("inf"))
+    return {"name": best[0] if best[1] <= threshold else "unknown", "distance": best[1] if candidates else None,
+            "candidates": [{"name": n, "distance": d, "match": d <= threshold} for n, d in candidates]}
 
 
 def _box(query: Query) -> dict | None:
