@@ -9,6 +9,7 @@
                                                      group a folder's faces by identity (enroll.cluster_command)
     enroll list | enroll status
     enroll export-serving [--model-version N]       a new TF-Serving version of the model and gallery
+    enroll db upgrade                                migrate the gallery's schema (SQLite, or $FACENET_GALLERY_URL)
 
 ``--json`` prints one JSON document on stdout instead of text; ``--home DIR`` overrides
 $FACENET_HOME (default ./.facenet). A refusal is one ``error: ...`` line on stderr and a non-zero
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from enroll.cluster_command import add_parser as add_cluster_parser
 from enroll.commands import COMMANDS, photo_lines
+from enroll.db_command import add_parser as add_db_parser
 from enroll.gallery import GalleryError
 from enroll.home import resolve_home
 from enroll.serving_export import add_parser as add_export_serving_parser
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cancel", type=int, metavar="JOB", help="stop retraining job JOB on Ray instead")
     sub.add_parser("status", parents=[common], help="production model, gallery size, class changes, jobs")
     add_export_serving_parser(sub, common)
+    add_db_parser(sub, common)
     add_cluster_parser(sub, common)
     return parser
 

@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 from enroll.cluster_command import cmd_cluster
+from enroll.db_command import cmd_db
 from enroll.gallery import GalleryError
-from enroll.home import gallery_db, settings_file
-from enroll.memory import InMemoryGallery
+from enroll.home import settings_file
 from enroll.serving_export import cmd_export_serving
 from trainer.cliargs import one_line as _line
 
@@ -21,13 +21,12 @@ def photo_lines(photos: list[dict]) -> list[str]:
 
 
 def _gallery(home: Path, create: bool = False):
-    """The home's gallery; an empty stand-in for read-only commands on a home not created yet,
-    so that `enroll list --home typo/` does not create directories."""
-    from enroll.store import SqliteGallery
+    """The home's gallery (SQLite, or PostgreSQL with $FACENET_GALLERY_URL: enroll/backends.py); an
+    empty stand-in for read-only commands on a SQLite home not created yet, so that
+    `enroll list --home typo/` does not create directories."""
+    from enroll.backends import open_gallery
 
-    if create or gallery_db(home).exists():
-        return SqliteGallery(home)
-    return InMemoryGallery()
+    return open_gallery(home, create)
 
 
 def cmd_init(args, home, notes):
@@ -209,4 +208,4 @@ def _n(count: int, one: str, many: str = "") -> str:
 
 COMMANDS = {"init": cmd_init, "add-person": cmd_add_person, "identify": cmd_identify, "verify": cmd_verify,
             "remove-person": cmd_remove_person, "list": cmd_list, "status": cmd_status, "retrain": cmd_retrain,
-            "export-serving": cmd_export_serving, "cluster": cmd_cluster}
+            "export-serving": cmd_export_serving, "db": cmd_db, "cluster": cmd_cluster}

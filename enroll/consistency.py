@@ -1,4 +1,5 @@
-"""The gallery's invariants, checked against the database and the crop files together.
+"""The gallery's invariants, checked against the database and the crops together (files for SQLite,
+rows for PostgreSQL).
 
 A consistent gallery has no half person: every person has faces, every face has its crop on disk
 (with the bytes its name promises) and at least one embedding, every embedding belongs to a face,
@@ -41,4 +42,28 @@ def crop_problems(named: set[str], crops, verify_crops: bool = True) -> list[str
     if verify_crops:
         problems += [f"crop {sha[:12]}… does not match its hash" for sha in sorted(named & on_disk)
                      if hashlib.sha256(crops.read(sha)).hexdigest() != sha]
+    return problems
+
+
+def postgres_problems(db, model_version: int | None = None, verify_crops: bool = True) -> list[str]:
+    """Broken invariants of a ``PostgresGallery`` (crops are rows there; foreign keys hold the rest
+    of the references); ``db`` must be inside its write transaction."""
+    def lines(template: str, sql: str, params=()) -> list[str]:
+        return [template.format(*row) for row in db.execute(sql, params)]
+
+    problems = lines("person {0!r} has no faces",
+                     "SELECT name FROM people p WHERE NOT EXISTS (SELECT 1 FROM faces f WHERE f.person_id = p.id)")
+    problems += lines("face {0} has no embedding",
+                      "SELECT id FROM faces f WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.face_id = f.id)")
+    problems += lines("model version {0} mixes vector lengths", "SELECT model_version FROM embeddings "
+                      "GROUP BY model_version HAVING COUNT(DISTINCT length(vector)) > 1")
+    if model_version is not None:
+        problems += lines(f"face {{0}} has no embedding for model version {int(model_version)}",
+                          "SELECT id FROM faces f WHERE NOT EXISTS (SELECT 1 FROM embeddings e "
+                          "WHERE e.face_id = f.id AND e.model_version = %s)", (int(model_version),))
+    problems += lines("orphan crop {0:.12}… (no face names it)",
+                      "SELECT sha256 FROM crops c WHERE NOT EXISTS (SELECT 1 FROM faces f WHERE f.sha256 = c.sha256)")
+    if verify_crops:
+        problems += lines("crop {0:.12}… does not match its hash",
+                          "SELECT sha256 FROM crops WHERE encode(sha256(data), 'hex') <> sha256")
     return problems

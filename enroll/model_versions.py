@@ -131,7 +131,7 @@ def register_run(run_dir, home=None, far_target: float = 1e-3, gallery=None, gal
     snapshot it trained on there), else 0, since a run trained elsewhere has seen no gallery class.
     """
     from trainer import checkpoints
-    from enroll.store import SqliteGallery
+    from enroll.backends import open_gallery
 
     home = resolve_home(home)
     try:
@@ -141,7 +141,7 @@ def register_run(run_dir, home=None, far_target: float = 1e-3, gallery=None, gal
         raise ModelError(f"cannot load run {run_dir}: {exc}") from None
     calibration = calibrate(model, cfg, plan, far_target)
     own_gallery = gallery is None
-    gallery = gallery if gallery is not None else SqliteGallery(home)
+    gallery = gallery if gallery is not None else open_gallery(home, create=True)
     try:
         meta = {"model_name": cfg.model.name, "image_size": plan.image_size,
                 "embedding_dim": int(model.output_shape[-1]), "threshold": calibration["threshold"],

@@ -62,12 +62,12 @@ def _job_client(address: str):
 
 def submit_retrain(home=None, reason: str = "", gallery=None, address: str = "") -> tuple[int, str, str]:
     """Submit a warm-start retraining; returns (job id, Ray submission id, message)."""
+    from enroll.backends import backend_env, open_gallery
     from enroll.settings import load_settings
-    from enroll.store import SqliteGallery
 
     home = resolve_home(home)
     own = gallery is None
-    gallery = gallery if gallery is not None else SqliteGallery(home)
+    gallery = gallery if gallery is not None else open_gallery(home, create=True)
     try:
         version, meta = production_meta(home)
         pending = gallery.changes_since(meta.get("gallery_version", 0))
@@ -88,7 +88,8 @@ def submit_retrain(home=None, reason: str = "", gallery=None, address: str = "")
                         submission_id=submission,
                         # No TF_USE_LEGACY_KERAS here: importing enroll sets it, and the driver's
                         # ray.init adds it for workers (Ray refuses a key set twice).
-                        runtime_env={"env_vars": {HOME_ENV: str(home), "FACENET_WORKDIR": os.getcwd()}})
+                        runtime_env={"env_vars": {HOME_ENV: str(home), "FACENET_WORKDIR": os.getcwd(),
+                                                 **backend_env()}})
                     break
                 except RuntimeError as exc:
                     if "No available agent" not in str(exc) or attempt == 29:
@@ -203,10 +204,10 @@ def _promoted_by(home, job_id: int) -> bool:
 
 def wait_for(home, job_id: int, timeout: float = 3600, poll: float = 2.0):
     """Block until the job row reaches a final state (asking Ray when it may never say); returns the Job."""
-    from enroll.store import SqliteGallery
+    from enroll.backends import open_gallery
 
     deadline = time.time() + timeout
-    with_gallery = SqliteGallery(resolve_home(home))
+    with_gallery = open_gallery(resolve_home(home), create=True)
     try:
         while True:
             job = next(j for j in with_gallery.jobs() if j.id == job_id)

@@ -75,9 +75,9 @@ def run_retrain(home: Path, job_id: int) -> dict:
     from enroll.model_versions import production
     from enroll.retrain import export_people
     from enroll.settings import load_settings
-    from enroll.store import SqliteGallery
+    from enroll.backends import open_gallery
 
-    gallery = SqliteGallery(home)
+    gallery = open_gallery(home, create=True)
     gallery.update_job(job_id, "running", "warm-start training")
     try:
         settings = load_settings(home)

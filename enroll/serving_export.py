@@ -30,7 +30,9 @@ def export_spec(home, model_version: int | None = None, notes: list[str] | None 
         model_version, meta, model = production(home)  # cached per process: a re-export does not re-trace
     else:
         model, meta = _load_version(home, model_version)
-    names, embeddings = layout.gallery_rows(home, model_version, notes)
+    from enroll.backends import gallery_rows
+
+    names, embeddings = gallery_rows(home, model_version, notes)
     threshold = meta.get("threshold")  # None: closed-set identification, never "unknown"
     return {"model": model, "gallery_names": names or None, "gallery_embeddings": embeddings if names else None,
             "threshold": None if threshold is None else float(threshold),

@@ -73,10 +73,10 @@ def single_face_photos(root: Path, size: int) -> list[Path]:
 def bench_enrolment(home: Path, photos: list[Path], warm_runs: int, cold_runs: int) -> dict:
     from enroll import service
     from enroll.model_versions import production
-    from enroll.store import SqliteGallery
+    from enroll.backends import open_gallery
 
     production(home)
-    gallery = SqliteGallery(home)
+    gallery = open_gallery(home, create=True)
     service.add_person(gallery, home, "warm-up", [photos[0]])
     warm = []
     for i in range(warm_runs):

@@ -228,10 +228,10 @@ def publish_production(plan: RunPlan, home: Path, far_target: float) -> None:
 def enrol_one_shot(home: Path, enrolled: list[Path]) -> None:
     """Stage 5: each person of ``enrolled`` from their first photo."""
     from enroll.service import add_person
-    from enroll.store import SqliteGallery
+    from enroll.backends import open_gallery
 
     stage(f"5. enrol {len(enrolled)} people one-shot")
-    with SqliteGallery(home) as gallery:
+    with open_gallery(home, create=True) as gallery:
         for folder in enrolled:
             started = time.perf_counter()
             report = add_person(gallery, home, folder.name, photos_of(folder)[:1], allow_several=True)

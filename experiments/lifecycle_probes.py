@@ -23,11 +23,11 @@ def identify_all(home: Path, probes: list[tuple[str | None, Path]]) -> dict:
     """Identify every probe photo (expected name, or None for a stranger); accuracies and latency."""
     from enroll.gallery import GalleryError
     from enroll.service import identify
-    from enroll.store import SqliteGallery
+    from enroll.backends import open_gallery
 
     known_hits = known_rank1 = known = strangers_rejected = strangers = 0
     latencies = []
-    with SqliteGallery(home) as gallery:
+    with open_gallery(home, create=True) as gallery:
         for expected, path in probes:
             started = time.perf_counter()
             try:

@@ -82,9 +82,9 @@ def photo_pool(root: Path) -> list[str]:
 
 def gallery_state(home: Path) -> GalleryState:
     from enroll.model_versions import production_version
-    from enroll.store import SqliteGallery
+    from enroll.backends import open_gallery
 
-    with SqliteGallery(home) as g:
+    with open_gallery(home, create=True) as g:
         return GalleryState(people=dict(g.list_people()), jobs=len(g.jobs()), production=production_version(home))
 
 
@@ -217,10 +217,10 @@ def _progress_printer(released: float, adds, identifies):
 
 def report(args, setup: LoadSetup, run: LoadRun) -> dict:
     """Check the gallery after the load; the JSON report."""
-    from enroll.store import SqliteGallery
+    from enroll.backends import open_gallery
 
     after = gallery_state(setup.home)
-    with SqliteGallery(setup.home) as g:
+    with open_gallery(setup.home, create=True) as g:
         problems = g.check_consistency(model_version=after.production)
     checks = load_checks(setup.before, after, problems, run, workers=args.adders + args.identifiers,
                          identifiers=args.identifiers)

@@ -7,6 +7,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 
+from tests.postgres_server import postgres_server, postgres_url  # noqa: F401  (fixtures: a real PostgreSQL)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACENET_SHARED", REPO.parent / "shared"))
 

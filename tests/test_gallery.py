@@ -1,4 +1,4 @@
-"""The gallery contract on both implementations, name rules, deletion without trace, concurrency."""
+"""The gallery contract on every implementation (memory, SQLite, PostgreSQL), name rules, deletion without trace, concurrency."""
 import multiprocessing as mp
 from pathlib import Path
 
@@ -10,9 +10,18 @@ from enroll.gallery import MAX_NAME_LENGTH, GalleryError, validate_name
 from enroll.store import InMemoryGallery, SqliteGallery
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def open_backend(kind: str, request, tmp_path):
+    if kind == "postgres":
+        from enroll.postgres_store import PostgresGallery
+
+        return PostgresGallery(request.getfixturevalue("postgres_url"))
+    return InMemoryGallery() if kind == "memory" else SqliteGallery(tmp_path / "home")
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def gallery(request, tmp_path):
-    g = InMemoryGallery() if request.param == "memory" else SqliteGallery(tmp_path / "home")
+    """The same contract tests on every backend (postgres: a real server, tests/postgres_server.py)."""
+    g = open_backend(request.param, request, tmp_path)
     yield g
     g.close()
 

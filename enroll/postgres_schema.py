@@ -1,0 +1,106 @@
+"""The PostgreSQL gallery's connections and schema migrations.
+
+Migrations are Alembic revisions shipped inside the package (``enroll/migrations/versions/``),
+applied when a gallery is opened (``ensure_schema``) or by ``enroll db upgrade``. Why Alembic rather
+than hand-run SQL files: it records the applied revision in the database itself
+(``alembic_version``), orders revisions by their declared parents rather than by file names, gives
+each revision an ``upgrade`` and a ``downgrade``, and is the tool PostgreSQL operators of Python
+services already know (``alembic history``, ``upgrade <rev>``), so a deployment can also be
+migrated outside ``enroll``. Revision ``000N`` is the counterpart of SQLite schema version N
+(enroll/schema.py): 0001 the first tables, 0002 held-out faces and job results.
+
+Opening stays cheap: one query compares the database's revision with ``HEAD`` and only a
+different one loads Alembic. Replicas started together migrate once: the migration transaction
+first takes a PostgreSQL advisory lock (``MIGRATION_LOCK``, in migrations/env.py), so the others
+wait, then find the work done. A database at a revision this code does not know (a newer enroll
+migrated it) is refused with one line rather than used with the wrong tables.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from enroll.gallery import GalleryError
+
+HEAD = "0002"  # the newest revision in migrations/versions/ (tests/test_gallery_postgres.py checks it)
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK = 0x0FACE0001  # advisory lock keys: any fixed numbers no other application uses here
+WRITE_LOCK = 0x0FACE0002
+CHANNEL = "facenet_gallery"  # NOTIFY channel: payload = the gallery version after the write
+URL_SCHEMES = ("postgresql://", "postgres://")
+CONNECT_TIMEOUT_S = 10
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def check_url(url: str) -> str:
+    if not isinstance(url, str) or not url.startswith(URL_SCHEMES):
+        raise GalleryError(f"gallery URL {redact(str(url))!r} is not a PostgreSQL URL (postgresql://user@host:port/db)")
+    return url
+
+
+def connection_kwargs() -> dict:
+    return {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "facenet-enroll"}
+
+
+def connect(url: str, autocommit: bool = False):
+    """A psycopg connection to ``url``; GalleryError (one line) when it cannot be made."""
+    import psycopg
+
+    try:
+        return psycopg.connect(check_url(url), autocommit=autocommit, **connection_kwargs())
+    except psycopg.Error as exc:
+        raise GalleryError(f"cannot connect to the gallery database {redact(url)}: {first_line(exc)}") from None
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def current_revision(conn) -> str | None:
+    """The database's applied revision; None for a database no migration has touched."""
+    if conn.execute("SELECT to_regclass('alembic_version')").fetchone()[0] is None:
+        return None
+    row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    return row[0] if row else None
+
+
+def ensure_schema(url: str) -> str:
+    """Bring the database at ``url`` to ``HEAD`` if it is not there; returns the revision before."""
+    with connect(url, autocommit=True) as conn:
+        before = current_revision(conn)
+    if before != HEAD:
+        upgrade(url)
+    return before or "none"
+
+
+def upgrade(url: str, revision: str = "head") -> str:
+    """Apply migrations up to ``revision`` (Alembic); returns the database's revision after."""
+    import sqlalchemy
+    from alembic import command
+    from alembic.config import Config
+    from alembic.util import CommandError
+
+    # SQLAlchemy connects through psycopg with the libpq URL as given (query parameters,
+    # unix-socket hosts, PGPASSWORD / .pgpass), not a re-parsed SQLAlchemy URL.
+    engine = sqlalchemy.create_engine("postgresql+psycopg://", creator=lambda: connect(url),
+                                      poolclass=sqlalchemy.pool.NullPool)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.connect() as conn:
+            config.attributes["connection"] = conn
+            config.attributes["lock"] = MIGRATION_LOCK
+            command.upgrade(config, revision)
+            conn.commit()
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except CommandError as exc:
+        raise GalleryError(f"cannot migrate the gallery database {redact(url)} (this enroll knows revisions up "
+                           f"to {HEAD}): {first_line(exc)}") from None
+    except sqlalchemy.exc.OperationalError as exc:
+        raise GalleryError(f"gallery database {redact(url)}: {first_line(exc.orig or exc)}") from None
+    finally:
+        engine.dispose()

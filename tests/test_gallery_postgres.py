@@ -1,0 +1,197 @@
+"""What only the PostgreSQL gallery has: migrations, writers in several processes, the change feed
+(LISTEN/NOTIFY) and its survival of a server restart, the backend factory and its one-line errors.
+The contract itself runs on every backend in tests/test_gallery.py. A real server: tests/postgres_server.py."""
+import multiprocessing as mp
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from enroll.backends import URL_ENV, backend_env, gallery_rows, open_gallery
+from enroll.change_feed import SyncedIndex
+from enroll.gallery import GalleryError
+from enroll.memory import InMemoryGallery
+from enroll.store import SqliteGallery
+from tests.test_gallery import faces, vectors
+
+pytest.importorskip("psycopg", reason="the PostgreSQL gallery needs psycopg: pip install -e '.[api]'")
+from enroll.postgres_schema import HEAD, MIGRATIONS, current_revision, connect, upgrade  # noqa: E402
+from enroll.postgres_store import PostgresGallery  # noqa: E402
+
+REPO = MIGRATIONS.parents[1]
+
+
+def test_head_is_the_newest_shipped_migration():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_heads() == [HEAD]
+
+
+def test_an_older_schema_is_upgraded_on_open_keeping_its_rows(postgres_server):
+    """A database at revision 0001 (no held-out faces, no job results) opens at HEAD: its person
+    keeps their face (not held out) and vector, its job gets an empty result, and both can be written."""
+    url = postgres_server.new_database(template=None)
+    assert upgrade(url, "0001") == "0001"
+    png = faces("old", 1)[0][0]
+    from enroll.gallery import crop_sha
+
+    with connect(url) as db:
+        db.execute("INSERT INTO people (name, created) VALUES ('Old Timer', 0)")
+        db.execute("INSERT INTO crops VALUES (%s, %s)", (crop_sha(png), png))
+        db.execute("INSERT INTO faces (person_id, sha256, source, created) VALUES (1, %s, 'old.jpg', 0)", (crop_sha(png),))
+        db.execute("INSERT INTO embeddings VALUES (1, 1, %s)", (vectors(1)[0].tobytes(),))
+        db.execute("INSERT INTO changes (kind, name, created) VALUES ('add', 'Old Timer', 0)")
+        db.execute("INSERT INTO jobs (kind, state, params, detail, created, updated) "
+                   "VALUES ('retrain', 'rejected', '{}', 'why', 0, 0)")
+    with PostgresGallery(url) as g:
+        with connect(url) as db:
+            assert current_revision(db) == HEAD
+        assert [f.held_out for f in g.get("Old Timer").faces] == [False]
+        assert [(j.state, j.detail, j.result) for j in g.jobs()] == [("rejected", "why", {})]
+        g.update_job(1, "rejected", "why", result={"gate": {"passed": False}})
+        timer = g.add_person("Old Timer", faces("new", 1), {1: vectors(1)}, append=True)
+        assert [f.held_out for f in timer.faces] == [False, True] and g.gallery_version() == 2
+        assert g.check_consistency(model_version=1) == []
+    with PostgresGallery(url) as g:  # and it opens again as it is
+        assert g.jobs()[0].result == {"gate": {"passed": False}} and len(g.get("Old Timer").faces) == 2
+
+
+def test_a_database_from_a_newer_enroll_is_refused_in_one_line(postgres_server):
+    url = postgres_server.new_database(template=None)
+    upgrade(url)
+    with connect(url) as db:
+        db.execute("UPDATE alembic_version SET version_num = '0099'")
+    with pytest.raises(GalleryError, match="knows revisions up to") as err:
+        PostgresGallery(url)
+    assert "\n" not in str(err.value)
+
+
+def _enrol_same_name(url: str, worker: int, barrier, results):
+    g = PostgresGallery(url)
+    barrier.wait()  # all open, then write, at once
+    g.add_person(f"worker{worker}", faces(f"w{worker}"), {1: vectors(2, seed=worker)})
+    try:
+        g.add_person("everyone wants this name", faces(f"shared-{worker}", 1), {1: vectors(1)})
+        results.put("won")
+    except GalleryError:
+        results.put("duplicate")
+    g.close()
+
+
+def test_processes_enrolling_one_name_exactly_one_wins(postgres_url):
+    ctx = mp.get_context("spawn")  # TensorFlow may be loaded in this process: never fork it
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_enrol_same_name, args=(postgres_url, w, barrier, results)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert sorted(results.get(timeout=5) for _ in range(4)) == ["duplicate"] * 3 + ["won"]
+    with PostgresGallery(postgres_url) as g:
+        assert dict(g.list_people()) == {**{f"worker{w}": 2 for w in range(4)}, "everyone wants this name": 1}
+        assert [c.seq for c in g.changes_since(0)] == [1, 2, 3, 4, 5]  # committed in sequence order
+        assert g.check_consistency(model_version=1) == []
+
+
+WRITER = """
+import sys, time
+import numpy as np
+from enroll.postgres_store import PostgresGallery
+g = PostgresGallery(sys.argv[1])
+for line in sys.stdin:
+    verb, name = line.split(maxsplit=1)
+    name = name.strip()
+    if verb == "add":
+        g.add_person(name, [(name.encode() * 40, "a.jpg")], {1: np.ones((1, 8), np.float32)})
+    else:
+        g.remove_person(name)
+    print(time.time(), flush=True)
+"""
+
+
+def _seen_within(synced, writer, line: str, visible, limit: float = 5.0) -> float:
+    """Send one change to the writer process; seconds from its commit until ``visible(snapshot)``."""
+    writer.stdin.write(line + "\n")
+    writer.stdin.flush()
+    deadline = time.time() + limit
+    while not visible(synced.current(1)):
+        assert time.time() < deadline, f"{line!r} not seen within {limit} s"
+        time.sleep(0.002)
+    seen = time.time()
+    return seen - float(writer.stdout.readline())
+
+
+def test_a_change_in_another_process_reaches_the_synced_index_within_a_second(postgres_url, postgres_server):
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, postgres_url], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    gallery = PostgresGallery(postgres_url)
+    synced = SyncedIndex(gallery, lambda: 1)
+    try:
+        assert len(synced.current()) == 0
+        assert synced.listener.listening.wait(10)
+        lags = []
+        for i in range(5):
+            lags.append(_seen_within(synced, writer, f"add person {i}", lambda s, i=i: f"person {i}" in s.index.names))
+        lags.append(_seen_within(synced, writer, "remove person 0", lambda s: "person 0" not in s.index.names))
+        rebuilds = synced.rebuilds
+        for _ in range(50):  # no change: searches answer from the snapshot, without asking the database
+            synced.search(vectors(1), 3)
+        assert synced.rebuilds == rebuilds
+        assert max(lags) < 1.0, lags
+        print(f"change feed lag: median {np.median(lags) * 1000:.1f} ms, max {max(lags) * 1000:.1f} ms")
+
+        postgres_server.restart()  # the listener reconnects; the pool replaces its dead connections
+        assert _seen_within(synced, writer, "add after restart", lambda s: "after restart" in s.index.names,
+                            limit=15) < 15
+        assert ("after restart", 1) in gallery.list_people()
+        assert synced.listener.listening.wait(10)
+        assert _seen_within(synced, writer, "add listening again", lambda s: "listening again" in s.index.names) < 1.0
+    finally:
+        writer.stdin.close()
+        writer.wait(30)
+        synced.close()
+        gallery.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_without_notifications_the_index_asks_the_gallery_version_before_a_search(kind, tmp_path):
+    writer = SqliteGallery(tmp_path) if kind == "sqlite" else InMemoryGallery()
+    reader = SqliteGallery(tmp_path) if kind == "sqlite" else writer  # another connection to the same file
+    with SyncedIndex(reader, lambda: 1) as synced:
+        assert synced.listener is None and len(synced.current()) == 0
+        writer.add_person("Ada", faces("a"), {1: vectors(2)})
+        snapshot = synced.current()
+        assert list(snapshot.index.names) == ["Ada", "Ada"] and snapshot.gallery_version == 1
+        assert synced.current() is snapshot  # unchanged: no rebuild
+        assert synced.current(2) is not snapshot and len(synced.current(2)) == 0  # another model version
+        writer.remove_person("Ada")
+        assert len(synced.current(1)) == 0
+        names = synced.current(1).top_people(vectors(1)[0], 3)
+        assert names == []
+
+
+def test_the_factory_chooses_by_url_and_refuses_bad_ones_in_one_line(tmp_path, monkeypatch, postgres_url):
+    monkeypatch.delenv(URL_ENV, raising=False)
+    assert isinstance(open_gallery(tmp_path / "new"), InMemoryGallery)  # read-only on no gallery: create nothing
+    assert not (tmp_path / "new").exists()
+    with open_gallery(tmp_path / "home", create=True) as g:
+        assert isinstance(g, SqliteGallery) and backend_env() == {}
+    monkeypatch.setenv(URL_ENV, postgres_url)
+    with open_gallery(tmp_path / "other") as g:
+        assert isinstance(g, PostgresGallery)
+        g.add_person("Ada", faces("a"), {1: vectors(2)})
+    assert backend_env() == {URL_ENV: postgres_url} and not (tmp_path / "other").exists()
+    names, matrix = gallery_rows(tmp_path / "other", 1)  # what an export serves, from the database
+    assert names == ["Ada", "Ada"] and matrix.shape == (2, 8)
+    for url, message in [("mysql://x@localhost/db", "not a PostgreSQL URL"),
+                         ("postgresql://nobody:secret@127.0.0.1:1/none", "cannot connect")]:
+        started = time.time()
+        with pytest.raises(GalleryError, match=message) as err:
+            open_gallery(tmp_path, url=url)
+        assert "\n" not in str(err.value) and "secret" not in str(err.value) and time.time() - started < 15
