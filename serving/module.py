@@ -43,10 +43,20 @@ KEYS = tf.TensorSpec([None], tf.string, name="keys")
 
 SIGNATURES = ("serving_default", "embed_uint8", "embed_jpeg", "identify", "identify_jpeg", "metadata")
 
-# Where an export's variables checkpoint holds the served people: tf.train's key for the attribute
-# ``FaceNetServing.people`` below. Readers (enroll's remove-person) list who a version names with
-# it without loading the SavedModel; renaming the attribute changes this key, and it must follow.
-PEOPLE_CHECKPOINT_KEY = "people/.ATTRIBUTES/VARIABLE_VALUE"
+# The variables a gallery change assigns (``set_gallery``, ``set_metadata``): everything but the
+# network's. A gallery-only version rewrites exactly these (serving/gallery_versions.py).
+GALLERY_ATTRIBUTES = ("top_k", "gallery", "gallery_person", "people", "threshold", "meta_keys", "meta_values")
+
+
+def checkpoint_key(attribute: str) -> str:
+    """tf.train's key, in an export's variables checkpoint, of the variable ``FaceNetServing.<attribute>``."""
+    return f"{attribute}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+# Where an export's variables checkpoint holds the served people. Readers (enroll's remove-person)
+# list who a version names with it without loading the SavedModel; renaming the attribute
+# ``FaceNetServing.people`` changes this key, and it follows.
+PEOPLE_CHECKPOINT_KEY = checkpoint_key("people")
 
 
 def gallery_arrays(embeddings, names, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

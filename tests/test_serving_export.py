@@ -157,16 +157,20 @@ def test_versions_increase_and_partial_exports_stay_invisible(setup, tmp_path):
     assert export(model, tmp_path).name == "11"
 
 
-def test_failed_export_publishes_nothing(setup, tmp_path, monkeypatch):
+@pytest.mark.parametrize("gallery_only", [False, True], ids=["full", "gallery-only"])
+def test_failed_export_publishes_nothing(setup, tmp_path, monkeypatch, gallery_only):
+    from serving.gallery_versions import NetworkTemplate
+
     export(setup["model"], tmp_path)
 
-    def crash(module, directory, **kwargs):
+    def crash(_, directory, *args, **kwargs):
         (Path(directory) / "saved_model.pb").write_bytes(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(tf.saved_model, "save", crash)
+    monkeypatch.setattr(NetworkTemplate, "write_version", crash)
     with pytest.raises(OSError, match="disk full"):
-        export(setup["model"], tmp_path)
+        export(setup["model"], tmp_path, gallery_only=gallery_only)
     assert sorted(p.name for p in (tmp_path / "facenet").iterdir()) == ["1"]
 
 
