@@ -3,6 +3,7 @@
     enroll init --run runs/<run> [--far-target F]    register a trained run as the production model (τ at FAR F)
     enroll add-person "Ada Lovelace" a.jpg b.jpg     enrol (--append adds photos to someone enrolled)
     enroll identify photo.jpg [--top-k 3] [--method nearest|knn|svm]   who is it? ("unknown" beyond τ)
+    enroll identify clip.mp4 [--fps 5 | --every-n-frames N]   who is in the video? one answer per face track
     enroll verify photo.jpg --name "Ada Lovelace" [--method distance|head]   is it them?
     enroll remove-person "Ada Lovelace"              forget them: crops, embeddings, everywhere
     enroll cluster photos/ [--min-size 2] [--method chinese_whispers|agglomerative|dbscan] [--enroll-as PREFIX]
@@ -70,8 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--append", action="store_true", help="add photos to a person already enrolled")
     p.add_argument("--allow-several-faces", action="store_true", help="keep the largest face of group photos")
     p.add_argument("--retrain", action="store_true", help="also submit a warm-start retraining (a Ray job)")
-    p = sub.add_parser("identify", parents=[common], help="who is in this photo?")
-    p.add_argument("image")
+    p = sub.add_parser("identify", parents=[common], help="who is in this photo (or video)?")
+    p.add_argument("image", metavar="PHOTO_OR_VIDEO", help="a photo, or a video (.mp4, .avi, .mov, .mkv, .webm, ...)")
+    sampling = p.add_mutually_exclusive_group()
+    sampling.add_argument("--fps", type=float, metavar="F", help="video: look at about F frames a second (default 5)")
+    sampling.add_argument("--every-n-frames", type=int, metavar="N", help="video: look at every Nth frame")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--server", metavar="URL", help="ask TF-Serving (http://host:8501 REST or host:8500 gRPC) instead of the local gallery")
     p.add_argument("--method", choices=("nearest", "knn", "svm"), default="nearest",

@@ -96,10 +96,15 @@ def cmd_add_person(args, home, notes):
 
 def cmd_identify(args, home, notes):
     from enroll.service import identify, identify_remote
+    from enroll.video import is_video
 
     if args.top_k < 1:  # (identify checks it too; the --server path would slice with it)
         raise GalleryError(f"--top-k must be at least 1, got {args.top_k}")
     method = getattr(args, "method", "nearest")
+    if is_video(args.image):
+        return _identify_video(args, home, method)
+    if getattr(args, "fps", None) is not None or getattr(args, "every_n_frames", None) is not None:
+        raise GalleryError(f"--fps and --every-n-frames are for videos; {args.image} has no video suffix")
     if args.server:
         if method != "nearest":
             raise GalleryError(f"--method {method} is answered from the local gallery only; drop --server")
@@ -113,6 +118,18 @@ def cmd_identify(args, home, notes):
         f"  {i}. {c['name']}  {c['distance']:.4f}{'  within τ' if c['match'] else ''}"
         + (f"  score {c['score']:.3f}" if "score" in c else "") for i, c in enumerate(r["candidates"], 1)]
     return r, lines + ([f"note: {r['note']}"] if r["note"] else [])
+
+
+def _identify_video(args, home, method: str):
+    from enroll.video import Sampling
+    from enroll.video_identify import identify_video, video_lines
+
+    if args.server:
+        raise GalleryError("a video is answered from the local gallery only; drop --server")
+    sampling = Sampling(getattr(args, "every_n_frames", None), getattr(args, "fps", None))
+    with _gallery(home) as gallery:
+        r = identify_video(gallery, home, args.image, sampling, args.top_k, method)
+    return r, video_lines(r)
 
 
 def _check_url(server: str) -> None:
