@@ -34,15 +34,21 @@ ENROL_MAX = max(ENROL_COUNTS)
 LATENCY_QUERIES = 100
 
 
-def calibrate_tau(embeddings, identities, sources, far_target: float) -> float:
-    """τ on validation pairs, as enroll.model_versions.calibrate: at the FAR when resolvable, else best accuracy."""
+def calibrate_tau(embeddings, identities, sources, far_target: float, distance=None) -> float:
+    """τ on validation pairs, as enroll.model_versions.calibrate: at the FAR when resolvable, else best
+    accuracy. ``distance(left, right)``: per-pair distances of feature rows (default: L2), so
+    experiments/comparison.py calibrates every method alike."""
     import math
 
     from enroll.verification_head import pair_rows
     from trainer.evaluation import lfw_protocol
 
     left, right, same, _ = pair_rows(identities, sources, 10, max(300, math.ceil(2 / (far_target * 10))))
-    dist = np.linalg.norm(embeddings[left] - embeddings[right], axis=1)
+    embeddings = np.asarray(embeddings)
+    if distance is None:
+        dist = np.linalg.norm(embeddings[left] - embeddings[right], axis=1)
+    else:
+        dist = distance(embeddings[left], embeddings[right])
     if (~same).sum() >= 1 / far_target:
         return lfw_protocol.threshold_at_far(dist, same, far_target)
     return lfw_protocol.best_threshold(dist, same)[0]
@@ -62,6 +68,12 @@ def split_identities(identities, sources):
         else:
             strangers += ordered
     return enrolled, strangers
+
+
+def probe_rows(enrolled: dict, strangers: list) -> list[int]:
+    """The probes, the same for every enrolment count: enrolled people's photos after the first
+    ENROL_MAX, then every stranger photo."""
+    return [i for rows in enrolled.values() for i in rows[ENROL_MAX:]] + strangers
 
 
 def nearest_predict(names, matrix, probes) -> np.ndarray:
@@ -102,8 +114,8 @@ def identification(embeddings, identities, sources, taus: dict) -> list[dict]:
 
     enrolled, strangers = split_identities(identities, sources)
     labels = np.asarray(identities, dtype=object)
-    probe_rows = [i for rows in enrolled.values() for i in rows[ENROL_MAX:]] + strangers
-    probes, truth = embeddings[probe_rows], labels[probe_rows]
+    probes_at = probe_rows(enrolled, strangers)
+    probes, truth = embeddings[probes_at], labels[probes_at]
     known = np.isin(truth, list(enrolled))
     out = []
     for count in ENROL_COUNTS:

@@ -33,18 +33,24 @@ from trainer.run_plan import RunPlan
 RESULTS = Path(__file__).resolve().parent / "results" / "edge_export.json"
 
 
-def test_split(plan: RunPlan, identities: int = 0):
-    """(images [N, S, S, 3], identity names, sources) of the run's test shards (the first
-    ``identities`` shards when given: each shard is one identity)."""
+def shard_images(shards: list[str], image_size: int):
+    """(images float32 [N, S, S, 3], identity names, sources) of every record of ``shards``, in order."""
     from trainer import pipeline
 
-    shards = plan.shards.test[:identities or None]
     images, names, sources = [], [], []
-    for batch in pipeline.ordered_images(shards, plan.image_size, batch_size=128):
+    for batch in pipeline.ordered_images(shards, image_size, batch_size=128):
         images.append(batch["image"].numpy())
         names += [s.decode() for s in batch["identity"].numpy()]
         sources += [s.decode() for s in batch["source"].numpy()]
+    if not images:
+        raise ValueError(f"no images in {len(shards)} shard(s)")
     return np.concatenate(images), names, sources
+
+
+def test_split(plan: RunPlan, identities: int = 0):
+    """``shard_images`` of the run's test shards (the first ``identities`` shards when given: each
+    shard is one identity)."""
+    return shard_images(plan.shards.test[:identities or None], plan.image_size)
 
 
 def keras_embedder(model):

@@ -34,3 +34,17 @@ def make_identity_folders(root: Path, identities: int = 12, images: int = 6, siz
         for j in range(images):
             Image.fromarray(photo(pattern, rng)).save(folder / f"{j:02d}.jpg", quality=92)
     return root
+
+
+def write_shard(path: Path, identity: str, images: np.ndarray) -> str:
+    """One identity's photos as a TFRecord shard in the trainer's format (image JPEG, identity,
+    source), as prepare writes them; returns the path."""
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i, image in enumerate(images):
+            feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[tf.io.encode_jpeg(image).numpy()])),
+                       "identity": tf.train.Feature(bytes_list=tf.train.BytesList(value=[identity.encode()])),
+                       "source": tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"{identity}/{i}.jpg".encode()]))}
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return str(path)

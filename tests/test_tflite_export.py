@@ -1,7 +1,6 @@
 """Edge export (serving/tflite.py, serving/tflite_embedder.py, ``serving.export --tflite``): a run's
 inference model as TFLite float32 / float16 / int8, run by the LiteRT interpreter, against Keras."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,20 +11,10 @@ import tensorflow as tf
 from serving.export import main
 from serving.tflite import convert, representative_crops, write_tflite
 from serving.tflite_embedder import TFLiteEmbedder, embed_dataset
-from tests.synthetic import identity_pattern, photo
+from tests.synthetic import identity_pattern, photo, write_shard
 from trainer.run_plan import RunPlan
 
 SIZE = 32
-
-
-def _write_shard(path: Path, identity: str, images: np.ndarray) -> str:
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for i, image in enumerate(images):
-            feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[tf.io.encode_jpeg(image).numpy()])),
-                       "identity": tf.train.Feature(bytes_list=tf.train.BytesList(value=[identity.encode()])),
-                       "source": tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"{identity}/{i}.jpg".encode()]))}
-            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +33,7 @@ def setup(tmp_path_factory):
     (run / "checkpoints").mkdir(parents=True)
     rng = np.random.default_rng(0)
     people = {f"p{i}": np.stack([photo(identity_pattern(i, SIZE), rng) for _ in range(5)]) for i in range(8)}
-    shards = [_write_shard(run / f"{name}.tfrecord", name, images) for name, images in people.items()]
+    shards = [write_shard(run / f"{name}.tfrecord", name, images) for name, images in people.items()]
     (run / "plan.json").write_text(json.dumps({"config": cfg.to_dict(), "image_size": SIZE,
                                                "shards": {"train": shards[:6], "test": shards[6:]}}))
     checkpoints.save(checkpoints.checkpoint_dir(run, 0), network, keras.optimizers.Adam(),
