@@ -106,6 +106,16 @@ def served_people(version_dir: Path) -> set[str]:
     return {n.decode() for n in reader.get_tensor(PEOPLE_CHECKPOINT_KEY)}
 
 
+def _served_or_none(version_dir: Path) -> set[str]:
+    """``served_people``, or nobody for a version deleted while we look (an exporter prunes old ones)."""
+    try:
+        return served_people(version_dir)
+    except Exception:  # tf.errors.NotFoundError and the like
+        if version_dir.exists():
+            raise
+        return set()
+
+
 def _served_versions(home: Path, name: str) -> dict:
     from enroll.serving_export import export_home
     from serving import versions
@@ -113,14 +123,17 @@ def _served_versions(home: Path, name: str) -> dict:
     deleted = exported = 0
     for model_dir in sorted(p for p in layout.serving_dir(home).glob("*") if p.is_dir()):
         naming = [v for v in versions.list_versions(model_dir.parent, model_dir.name)
-                  if name in served_people(model_dir / str(v))]
+                  if name in _served_or_none(model_dir / str(v))]
         if not naming:
             continue
         # The replacement first, so the server always has a version to serve.
         export_home(home, model_dir.name)  # raises before anything served is deleted
         exported += 1
         for version in naming:
-            shutil.rmtree(model_dir / str(version))
+            try:
+                shutil.rmtree(model_dir / str(version))
+            except FileNotFoundError:  # pruned meanwhile by a serving exporter (enroll/serving_sync.py)
+                continue
             deleted += 1
     return {"served_versions_deleted": deleted, "served_versions_exported": exported}
 

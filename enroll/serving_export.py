@@ -3,6 +3,7 @@
 
     enroll export-serving [--model-version N] [--name facenet] [--threshold T] [--top-k K]
                           [--models-config PATH [--config-base-path /models] [--versions-to-keep 2]]
+    enroll export-serving --watch [--debounce 2] [--poll 1] [--keep-versions 4]   # enroll/serving_sync.py
 
 Promotions (enroll/retrain_job.py) and remove-person (enroll/forget.py) call ``export_home``; the
 command catches serving up after an interrupted promotion. serving/ knows nothing of a home: what
@@ -56,16 +57,19 @@ def _load_version(home, version: int) -> tuple[object, dict]:
 
 
 def export_home(home, model_name: str = DEFAULT_NAME, model_version: int | None = None,
-                notes: list[str] | None = None, threshold: float | None = None, top_k: int | None = None) -> Path:
+                notes: list[str] | None = None, threshold: float | None = None, top_k: int | None = None,
+                metadata: dict | None = None) -> Path:
     """Publish ``home``'s production model (or ``model_version``) and its gallery as
-    ``<home>/serving/<model_name>/<next>/``; ``threshold`` overrides the version's τ."""
-    return _publish(home, model_name, model_version, notes, threshold, top_k)[0]
+    ``<home>/serving/<model_name>/<next>/``; ``threshold`` overrides the version's τ, ``metadata``
+    adds entries to the version's metadata (enroll/serving_sync.py records the gallery's state)."""
+    return _publish(home, model_name, model_version, notes, threshold, top_k, metadata)[0]
 
 
-def _publish(home, model_name, model_version, notes, threshold, top_k) -> tuple[Path, dict]:
+def _publish(home, model_name, model_version, notes, threshold, top_k, metadata=None) -> tuple[Path, dict]:
     from serving.export import DEFAULT_TOP_K, export
 
     spec = export_spec(home, model_version, notes)
+    spec["metadata"].update(metadata or {})
     if threshold is not None:
         spec["threshold"], spec["metadata"]["threshold_source"] = threshold, "command line"
     path = export(spec["model"], layout.serving_dir(home), model_name, spec["gallery_embeddings"],
@@ -85,6 +89,11 @@ def add_parser(sub, common) -> None:
     p.add_argument("--config-base-path", metavar="DIR",
                    help="the export base path as the server sees it (default: $FACENET_HOME/serving)")
     p.add_argument("--versions-to-keep", type=int, default=2, help="versions models.config keeps loaded")
+    p.add_argument("--watch", action="store_true",
+                   help="keep running: export gallery-only versions whenever the gallery or PRODUCTION changes")
+    p.add_argument("--debounce", type=float, default=2.0, metavar="S", help="--watch: at most one version per S s")
+    p.add_argument("--poll", type=float, default=1.0, metavar="S", help="--watch: look for changes every S s")
+    p.add_argument("--keep-versions", type=int, default=4, metavar="N", help="--watch: delete all but the newest N")
 
 
 def _check(args) -> None:
@@ -97,6 +106,10 @@ def _check(args) -> None:
         raise GalleryError(f"--versions-to-keep must be at least 1, got {args.versions_to_keep}")
     if args.threshold is not None and not args.threshold >= 0:  # (NaN fails too; inf = never unknown)
         raise GalleryError(f"--threshold must be a distance >= 0, got {args.threshold}")
+    if args.watch and (args.model_version is not None or args.threshold is not None or args.top_k is not None):
+        raise GalleryError("--watch exports the production model as it is: drop --model-version, --threshold, --top-k")
+    if not (0 <= args.debounce <= 3600 and 0.05 <= args.poll <= 3600 and args.keep_versions >= 1):
+        raise GalleryError("--debounce must be 0-3600 s, --poll 0.05-3600 s and --keep-versions at least 1")
 
 
 def cmd_export_serving(args: argparse.Namespace, home: Path, notes: list[str]):
@@ -104,6 +117,10 @@ def cmd_export_serving(args: argparse.Namespace, home: Path, notes: list[str]):
     from serving.models_config import write_models_config
 
     _check(args)
+    if args.watch:
+        from enroll.serving_sync import cmd_watch
+
+        return cmd_watch(args, home)
     gallery_notes: list[str] = []
     start = time.perf_counter()
     try:

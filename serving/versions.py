@@ -94,3 +94,19 @@ def publish(base_path: str | Path, model_name: str, write: Callable[[Path, int],
         if version is not None:
             raise FileExistsError(f"version {version} appeared under {root} while exporting")
         target = (latest_version(base_path, model_name) or 0) + 1
+
+
+def prune(base_path: str | Path, model_name: str, keep: int) -> list[int]:
+    """Delete all but the newest ``keep`` versions; returns the deleted numbers.
+
+    For exporters that publish often (a gallery-only version per enrolment window): TF-Serving
+    holds the versions its policy names in memory, so deleting an older directory only stops it
+    from being loaded again. Keep more than the policy's ``num_versions`` so that a server that has
+    not loaded the newest yet still finds the one it serves.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+    old = list_versions(base_path, model_name)[:-keep]
+    for number in old:
+        shutil.rmtree(model_dir(base_path, model_name) / str(number), ignore_errors=True)
+    return old
