@@ -36,12 +36,13 @@ def backend_name(url: str | None = None) -> str:
     return "postgresql" if gallery_url(url) else "sqlite"
 
 
-def open_gallery(home, create: bool = False, url: str | None = None):
+def open_gallery(home, create: bool = False, url: str | None = None, pool_size: int = 4):
     """The gallery of ``home`` (or of the PostgreSQL database at ``url`` / $FACENET_GALLERY_URL).
 
     SQLite: without ``create``, a home whose gallery.db does not exist yet gets an empty in-memory
     stand-in, so that read-only commands (`enroll list --home typo/`) create nothing. PostgreSQL:
-    the database must exist; its tables are created or migrated on open.
+    the database must exist; its tables are created or migrated on open, and ``pool_size``
+    connections at most are kept (one per concurrent request a process should serve at once).
     """
     url = gallery_url(url)
     if url:
@@ -50,7 +51,7 @@ def open_gallery(home, create: bool = False, url: str | None = None):
         except ImportError as exc:
             raise GalleryError(f"{URL_ENV} needs the PostgreSQL client ({exc.name} is missing): "
                                "pip install -e '.[api]'") from None
-        return PostgresGallery(url)
+        return PostgresGallery(url, pool_size=pool_size)
     from enroll.home import gallery_db
     from enroll.memory import InMemoryGallery
     from enroll.store import SqliteGallery

@@ -1,8 +1,10 @@
 """The gallery contract: who is enrolled, their aligned face crops and one embedding per face and
 model version, the log of class changes and the jobs table.
 
-Two implementations share this duck type: ``store.SqliteGallery`` (the durable default) and
-``memory.InMemoryGallery`` (tests, notebooks); both are importable from ``enroll.store``.
+Three implementations share this duck type: ``store.SqliteGallery`` (the durable default, one
+machine), ``postgres_store.PostgresGallery`` (shared by processes on several nodes) and
+``memory.InMemoryGallery`` (tests, notebooks); ``enroll.backends.open_gallery`` chooses between the
+first two, and tests/test_gallery.py runs the same contract tests on all three.
 Embeddings are kept per model version so that a new production model can be filled in beside the
 old one and switched to only once complete (``switch_if_complete``): identify never mixes vectors
 of two models.

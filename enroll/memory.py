@@ -1,7 +1,7 @@
 """``InMemoryGallery``: the gallery contract (gallery.py) in plain dicts under one lock.
 
 Same behaviour as ``store.SqliteGallery`` minus durability, for tests and notebooks; the gallery
-tests run every case against both so that the two cannot drift apart.
+tests run every case against every implementation so that they cannot drift apart.
 """
 from __future__ import annotations
 

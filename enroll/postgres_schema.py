@@ -4,10 +4,10 @@ Migrations are Alembic revisions shipped inside the package (``enroll/migrations
 applied when a gallery is opened (``ensure_schema``) or by ``enroll db upgrade``. Why Alembic rather
 than hand-run SQL files: it records the applied revision in the database itself
 (``alembic_version``), orders revisions by their declared parents rather than by file names, gives
-each revision an ``upgrade`` and a ``downgrade``, and is the tool PostgreSQL operators of Python
-services already know (``alembic history``, ``upgrade <rev>``), so a deployment can also be
-migrated outside ``enroll``. Revision ``000N`` is the counterpart of SQLite schema version N
-(enroll/schema.py): 0001 the first tables, 0002 held-out faces and job results.
+each revision an ``upgrade`` and a ``downgrade``, and is the migration tool operators of
+SQLAlchemy-era Python services already know. A versioned-SQL scheme would need all of that
+written here. Revision ``000N`` is the counterpart of SQLite schema version N (enroll/schema.py):
+0001 the first tables, 0002 held-out faces and job results.
 
 Opening stays cheap: one query compares the database's revision with ``HEAD`` and only a
 different one loads Alembic. Replicas started together migrate once: the migration transaction

@@ -34,6 +34,7 @@ from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, J
                             check_presence, crop_sha, held_out_row, validate_name)
 from enroll.postgres_schema import (CHANNEL, WRITE_LOCK, check_url, connection_kwargs, ensure_schema, first_line,
                                     redact)
+from enroll.schema import BUSY_TIMEOUT_S
 
 FACE_COLUMNS = "id, sha256, source, created, held_out"
 # Names sort by code point, as SQLite and Python sort them, whatever the database's collation.
@@ -79,7 +80,10 @@ class PostgresGallery:
     @contextmanager
     def _write(self, notify: bool = True):
         with self._connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            # Without parameters, both statements go in one round trip; a writer that waits longer than
+            # SQLite's busy timeout gets a one-line error instead of waiting for ever.
+            conn.execute(f"SET LOCAL lock_timeout = '{int(WRITE_WAIT_S * 1000)}ms'; "
+                         f"SELECT pg_advisory_xact_lock({int(WRITE_LOCK)})")
             yield conn
             if notify:  # delivered at commit, never for a rolled-back write
                 conn.execute("SELECT pg_notify(%s, (SELECT COALESCE(MAX(seq), 0) FROM changes)::text)", (CHANNEL,))
@@ -260,3 +264,4 @@ class PostgresGallery:
 
 
 CONNECTION_WAIT_S = 15.0  # how long an operation waits for a pooled connection (the server restarting)
+WRITE_WAIT_S = BUSY_TIMEOUT_S  # how long a write waits for the writer lock, as SQLite's writers do

@@ -46,8 +46,8 @@ def free_port() -> int:
 class PostgresServer:
     """One throw-away server; ``url`` is its default database's connection URL."""
 
-    def __init__(self, binaries: Path):
-        self.bin = binaries
+    def __init__(self, binaries: Path, durable: bool = False):
+        self.bin, self.durable = binaries, durable  # durable: fsync on, as a real server (experiments)
         self.root = Path(tempfile.mkdtemp(prefix="facenet-pg-"))  # not pytest's tmp: postgres must reach it
         self.data, self.log = self.root / "data", self.root / "server.log"
         self.port = free_port()
@@ -69,8 +69,9 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         done = self._run("pg_ctl", "-D", self.data, "-l", self.log, "-o", options, "-w", "-t", "60", "start",
                          check=False)
         if done.returncode != 0:

@@ -1,7 +1,6 @@
 """What only the PostgreSQL gallery has: migrations, writers in several processes, the change feed
 (LISTEN/NOTIFY) and its survival of a server restart, the backend factory and its one-line errors.
 The contract itself runs on every backend in tests/test_gallery.py. A real server: tests/postgres_server.py."""
-import multiprocessing as mp
 import subprocess
 import sys
 import time
@@ -71,28 +70,39 @@ def test_a_database_from_a_newer_enroll_is_refused_in_one_line(postgres_server):
     assert "\n" not in str(err.value)
 
 
-def _enrol_same_name(url: str, worker: int, barrier, results):
-    g = PostgresGallery(url)
-    barrier.wait()  # all open, then write, at once
-    g.add_person(f"worker{worker}", faces(f"w{worker}"), {1: vectors(2, seed=worker)})
-    try:
-        g.add_person("everyone wants this name", faces(f"shared-{worker}", 1), {1: vectors(1)})
-        results.put("won")
-    except GalleryError:
-        results.put("duplicate")
-    g.close()
+RACER = """
+import sys
+import numpy as np
+import psycopg
+from enroll.gallery import GalleryError
+from enroll.postgres_store import PostgresGallery
+url, worker = sys.argv[1], int(sys.argv[2])
+g = PostgresGallery(url)
+with psycopg.connect(url) as gate:  # the start line: the test holds this lock until all wait on it
+    gate.execute("SELECT pg_advisory_lock_shared(4242)")
+g.add_person(f"worker{worker}", [(f"w{worker}-{i}".encode() * 50, f"{i}.jpg") for i in range(2)],
+             {1: np.ones((2, 8), np.float32)})
+try:
+    g.add_person("everyone wants this name", [(f"shared-{worker}".encode() * 50, "s.jpg")], {1: np.ones((1, 8))})
+    print("won")
+except GalleryError:
+    print("duplicate")
+"""
 
 
 def test_processes_enrolling_one_name_exactly_one_wins(postgres_url):
-    ctx = mp.get_context("spawn")  # TensorFlow may be loaded in this process: never fork it
-    barrier, results = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_enrol_same_name, args=(postgres_url, w, barrier, results)) for w in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0] * 4
-    assert sorted(results.get(timeout=5) for _ in range(4)) == ["duplicate"] * 3 + ["won"]
+    with connect(postgres_url, autocommit=True) as gate:
+        gate.execute("SELECT pg_advisory_lock(4242)")
+        racers = [subprocess.Popen([sys.executable, "-c", RACER, postgres_url, str(w)], stdout=subprocess.PIPE,
+                                   text=True, cwd=REPO) for w in range(4)]
+        deadline = time.time() + 120
+        while gate.execute("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0] < 4:
+            assert time.time() < deadline and all(r.poll() is None for r in racers), "racers did not reach the start"
+            time.sleep(0.05)
+        gate.execute("SELECT pg_advisory_unlock(4242)")  # all four go at once
+    outcomes = [r.communicate(timeout=120)[0].strip() for r in racers]
+    assert [r.returncode for r in racers] == [0] * 4
+    assert sorted(outcomes) == ["duplicate"] * 3 + ["won"]
     with PostgresGallery(postgres_url) as g:
         assert dict(g.list_people()) == {**{f"worker{w}": 2 for w in range(4)}, "everyone wants this name": 1}
         assert [c.seq for c in g.changes_since(0)] == [1, 2, 3, 4, 5]  # committed in sequence order
