@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from enroll.gallery import GalleryError
+from enroll.gallery import GalleryError, Unavailable
 
 HEAD = "0002"  # the newest revision in migrations/versions/ (tests/test_gallery_postgres.py checks it)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -53,7 +53,7 @@ def connect(url: str, autocommit: bool = False):
     try:
         return psycopg.connect(check_url(url), autocommit=autocommit, **connection_kwargs())
     except psycopg.Error as exc:
-        raise GalleryError(f"cannot connect to the gallery database {redact(url)}: {first_line(exc)}") from None
+        raise Unavailable(f"cannot connect to the gallery database {redact(url)}: {first_line(exc)}") from None
 
 
 def first_line(exc: BaseException) -> str:
@@ -101,6 +101,6 @@ def upgrade(url: str, revision: str = "head") -> str:
         raise GalleryError(f"cannot migrate the gallery database {redact(url)} (this enroll knows revisions up "
                            f"to {HEAD}): {first_line(exc)}") from None
     except sqlalchemy.exc.OperationalError as exc:
-        raise GalleryError(f"gallery database {redact(url)}: {first_line(exc.orig or exc)}") from None
+        raise Unavailable(f"gallery database {redact(url)}: {first_line(exc.orig or exc)}") from None
     finally:
         engine.dispose()

@@ -30,8 +30,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, Job, Person, check_new_faces,
-                            check_presence, crop_sha, held_out_row, validate_name)
+from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, Job, NotFound, Person, Unavailable,
+                            check_new_faces, check_presence, crop_sha, held_out_row, validate_name)
 from enroll.postgres_schema import (CHANNEL, WRITE_LOCK, check_url, connection_kwargs, ensure_schema, first_line,
                                     redact)
 from enroll.schema import BUSY_TIMEOUT_S
@@ -75,7 +75,7 @@ class PostgresGallery:
             with self._pool.connection() as conn:
                 yield conn
         except (OperationalError, PoolTimeout) as exc:
-            raise GalleryError(f"gallery database {redact(self.url)} unavailable: {first_line(exc)}") from None
+            raise Unavailable(f"gallery database {redact(self.url)} unavailable: {first_line(exc)}") from None
 
     @contextmanager
     def _write(self, notify: bool = True):
@@ -132,7 +132,7 @@ class PostgresGallery:
         with self._write() as db:
             person = self._person(db, name)
             if person is None:
-                raise GalleryError(f"no person named {name!r} is enrolled")
+                raise NotFound(f"no person named {name!r} is enrolled")
             ids = [f.id for f in person.faces]
             db.execute("DELETE FROM embeddings WHERE face_id = ANY(%s)", (ids,))
             db.execute("DELETE FROM faces WHERE id = ANY(%s)", (ids,))
@@ -238,7 +238,7 @@ class PostgresGallery:
             if not db.execute("UPDATE jobs SET state = %s, detail = %s, updated = %s, "
                               "result = COALESCE(%s::jsonb, result) WHERE id = %s",
                               (state, detail, time.time(), encoded, int(job_id))).rowcount:
-                raise GalleryError(f"no job {job_id}")
+                raise NotFound(f"no job {job_id}")
 
     def jobs(self) -> list[Job]:
         with self._read() as db:

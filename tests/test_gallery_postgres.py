@@ -10,7 +10,7 @@ import pytest
 
 from enroll.backends import URL_ENV, backend_env, gallery_rows, open_gallery
 from enroll.change_feed import SyncedIndex
-from enroll.gallery import GalleryError
+from enroll.gallery import GalleryError, Unavailable
 from enroll.memory import InMemoryGallery
 from enroll.store import SqliteGallery
 from tests.test_gallery import faces, vectors
@@ -199,9 +199,9 @@ def test_the_factory_chooses_by_url_and_refuses_bad_ones_in_one_line(tmp_path, m
     assert backend_env() == {URL_ENV: postgres_url} and not (tmp_path / "other").exists()
     names, matrix = gallery_rows(tmp_path / "other", 1)  # what an export serves, from the database
     assert names == ["Ada", "Ada"] and matrix.shape == (2, 8)
-    for url, message in [("mysql://x@localhost/db", "not a PostgreSQL URL"),
-                         ("postgresql://nobody:secret@127.0.0.1:1/none", "cannot connect")]:
+    for url, kind, message in [("mysql://x@localhost/db", GalleryError, "not a PostgreSQL URL"),
+                               ("postgresql://nobody:secret@127.0.0.1:1/none", Unavailable, "cannot connect")]:
         started = time.time()
-        with pytest.raises(GalleryError, match=message) as err:
+        with pytest.raises(kind, match=message) as err:
             open_gallery(tmp_path, url=url)
         assert "\n" not in str(err.value) and "secret" not in str(err.value) and time.time() - started < 15
