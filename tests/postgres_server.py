@@ -121,6 +121,11 @@ def postgres_server():
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's postgresql "
                     "package (.ci/install-postgres.sh) to run the PostgreSQL gallery tests")
     pytest.importorskip("psycopg", reason="the PostgreSQL gallery needs psycopg: pip install -e '.[api]'")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root, and there is no `postgres` user to run the PostgreSQL server as")
     server = PostgresServer(binaries)
     try:
         server.execute(f"CREATE DATABASE {GALLERY}")
