@@ -186,6 +186,21 @@ def test_without_notifications_the_index_asks_the_gallery_version_before_a_searc
         assert names == []
 
 
+def test_the_synced_index_can_be_faiss(tmp_path):
+    faiss_index = pytest.importorskip("faiss", reason="FAISS search needs faiss-cpu: pip install -e '.[index]'")
+    from enroll.index import FaissIndex
+
+    assert faiss_index
+    gallery = InMemoryGallery()
+    with SyncedIndex(gallery, lambda: 1, build_index=lambda m, n: FaissIndex("hnsw").build(m, n)) as synced:
+        assert len(synced.current()) == 0  # an empty gallery needs no FAISS index
+        gallery.add_person("Ada", faces("a"), {1: vectors(2, seed=1)})
+        gallery.add_person("Bob", faces("b", 1), {1: vectors(1, seed=2)})
+        snapshot = synced.current()
+        assert isinstance(snapshot.index, FaissIndex) and len(snapshot) == 3
+        assert snapshot.top_people(vectors(1, seed=2)[0], 1)[0][0] == "Bob"
+
+
 def test_the_factory_chooses_by_url_and_refuses_bad_ones_in_one_line(tmp_path, monkeypatch, postgres_url):
     monkeypatch.delenv(URL_ENV, raising=False)
     assert isinstance(open_gallery(tmp_path / "new"), InMemoryGallery)  # read-only on no gallery: create nothing
