@@ -10,6 +10,8 @@
                                                      group a folder's faces by identity (enroll.cluster_command)
     enroll list | enroll status
     enroll export-serving [--model-version N]       a new TF-Serving version of the model and gallery
+    enroll serve [--host 127.0.0.1] [--port 8000] [--embed-server HOST:PORT] [--workers N]   the REST API + web page
+    enroll token create --scope identify,enrol [--name N] | token list | token revoke ID   the API's bearer tokens
     enroll db upgrade                                migrate the gallery's schema (SQLite, or $FACENET_GALLERY_URL)
 
 ``--json`` prints one JSON document on stdout instead of text; ``--home DIR`` overrides
@@ -33,7 +35,9 @@ from enroll.commands import COMMANDS, photo_lines
 from enroll.db_command import add_parser as add_db_parser
 from enroll.gallery import GalleryError
 from enroll.home import resolve_home
+from enroll.api.serve import add_parser as add_serve_parser
 from enroll.serving_export import add_parser as add_export_serving_parser
+from enroll.token_command import add_parser as add_token_parser
 from trainer import cliargs
 
 TF_COMMANDS = {"init", "add-person", "identify", "verify", "remove-person",  # remove-person re-exports served galleries
@@ -96,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cancel", type=int, metavar="JOB", help="stop retraining job JOB on Ray instead")
     sub.add_parser("status", parents=[common], help="production model, gallery size, class changes, jobs")
     add_export_serving_parser(sub, common)
+    add_serve_parser(sub, common)
+    add_token_parser(sub, common)
     add_db_parser(sub, common)
     add_cluster_parser(sub, common)
     return parser

@@ -11,8 +11,9 @@ from enroll.cluster_command import cmd_cluster
 from enroll.db_command import cmd_db
 from enroll.gallery import GalleryError
 from enroll.home import settings_file
+from enroll.api.serve import cmd_serve
 from enroll.serving_export import cmd_export_serving
-from trainer.cliargs import one_line as _line
+from enroll.token_command import cmd_token
 
 
 def photo_lines(photos: list[dict]) -> list[str]:
@@ -53,35 +54,15 @@ def cmd_init(args, home, notes):
         f"embedded {faces} enrolled faces with it"]
 
 
-def _retrain_after(home, gallery, reason: str, requested: bool) -> dict | None:
-    """Submit a warm-start retraining when asked, or when the enroll.yaml policy says so."""
-    from enroll.retrain import maybe_retrain, submit_retrain
-
-    submitted = submit_retrain(home, reason, gallery) if requested else maybe_retrain(home, gallery, reason)
-    if submitted is None:
-        return None
-    job, ray_job, message = submitted
-    return {"job": job, "ray_job": ray_job, "message": message}
-
-
 def cmd_add_person(args, home, notes):
-    from enroll.model_versions import production_meta
-    from enroll.service import add_person
-    from enroll.settings import load_settings
+    from enroll.operations import check_can_enrol, enrol
 
-    production_meta(home)  # "run enroll init" before touching anything else
-    load_settings(home)  # a broken enroll.yaml refuses the enrolment, rather than failing after it
+    check_can_enrol(home)  # before the gallery is created
     with _gallery(home, create=True) as gallery:
-        report = add_person(gallery, home, args.name, args.images, append=args.append,
-                            allow_several=args.allow_several_faces)
-        try:
-            retrain = _retrain_after(home, gallery, "add-person", args.retrain)
-        except GalleryError as exc:  # the enrolment is committed: exit 0, and say what did not happen
-            retrain = None
-            report["retrain"] = {"error": _line(exc)}
-            notes.append(f"warning: {report['name']!r} is enrolled, but {_line(exc)}")
-        if retrain:
-            report["retrain"] = retrain
+        report = enrol(home, gallery, args.name, args.images, append=args.append,
+                       allow_several=args.allow_several_faces, retrain=args.retrain)
+    if "error" in report.get("retrain", {}):  # the enrolment is committed: exit 0, and say what did not happen
+        notes.append(f"warning: {report['name']!r} is enrolled, but {report['retrain']['error']}")
     text = photo_lines(report["photos"]) + [
         f"enrolled {report['name']!r}: {_n(report['faces_added'], 'new face')}, {report['faces_total']} in all "
         f"(model version {report['model_version']})"] + (
@@ -163,37 +144,29 @@ def cmd_verify(args, home, notes):
 
 
 def cmd_remove_person(args, home, notes):
-    from enroll.forget import forget
-    from enroll.settings import load_settings
+    from enroll.operations import remove
 
-    load_settings(home)  # a broken enroll.yaml refuses the removal, rather than failing after it
     with _gallery(home) as gallery:
-        person = gallery.remove_person(args.name)
-        copies = forget(home, person.name)
-        retrain = _retrain_after(home, gallery, "remove-person", False)
-    text = [f"removed {person.name!r}: {_n(len(person.faces), 'face')}, their crops and embeddings deleted; "
+        report = remove(home, gallery, args.name)
+    copies, retrain = report["copies_deleted"], report["retrain"]
+    text = [f"removed {report['removed']!r}: {_n(report['faces'], 'face')}, their crops and embeddings deleted; "
             f"copies deleted: {_n(copies['retraining_exports'], 'retraining export')}, "
             f"{_n(copies['aligned_shards'], 'aligned shard')}, {_n(copies['served_versions_deleted'], 'served version')} "
             f"(replaced by {_n(copies['served_versions_exported'], 'new version')})"]
-    return {"removed": person.name, "faces": len(person.faces), "copies_deleted": copies, "retrain": retrain}, text + (
-        [retrain["message"]] if retrain else [])
+    return report, text + ([retrain["message"]] if retrain else [])
 
 
 def cmd_retrain(args, home, notes):
-    from enroll.model_versions import production_meta
+    from enroll.operations import cancel, submit
     from enroll.retrain import wait_for
 
-    production_meta(home)
     if args.cancel is not None:
-        from enroll.retrain import cancel_retrain
-
         with _gallery(home) as gallery:
-            job = cancel_retrain(home, gallery, args.cancel)
-        return {"job": job.id, "state": job.state, "detail": job.detail}, [
-            f"job {job.id}: {job.state} ({job.detail}); the production model is unchanged"
-            if job.state == "cancelled" else f"job {job.id}: {job.state} ({job.detail})"]
+            job = cancel(home, gallery, args.cancel)
+        return job, [f"job {job['job']}: {job['state']} ({job['detail']})"
+                     + ("; the production model is unchanged" if job["state"] == "cancelled" else "")]
     with _gallery(home) as gallery:
-        retrain = _retrain_after(home, gallery, "enroll retrain", True)
+        retrain = submit(home, gallery)
     text = [retrain["message"]]
     if args.wait:
         job = wait_for(home, retrain["job"], timeout=args.timeout)
@@ -225,4 +198,4 @@ def _n(count: int, one: str, many: str = "") -> str:
 
 COMMANDS = {"init": cmd_init, "add-person": cmd_add_person, "identify": cmd_identify, "verify": cmd_verify,
             "remove-person": cmd_remove_person, "list": cmd_list, "status": cmd_status, "retrain": cmd_retrain,
-            "export-serving": cmd_export_serving, "db": cmd_db, "cluster": cmd_cluster}
+            "export-serving": cmd_export_serving, "serve": cmd_serve, "token": cmd_token, "db": cmd_db, "cluster": cmd_cluster}

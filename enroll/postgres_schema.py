@@ -22,7 +22,7 @@ from pathlib import Path
 
 from enroll.gallery import GalleryError, Unavailable
 
-HEAD = "0002"  # the newest revision in migrations/versions/ (tests/test_gallery_postgres.py checks it)
+HEAD = "0003"  # the newest revision in migrations/versions/ (tests/test_gallery_postgres.py checks it)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK = 0x0FACE0001  # advisory lock keys: any fixed numbers no other application uses here
 WRITE_LOCK = 0x0FACE0002

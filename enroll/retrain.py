@@ -33,7 +33,7 @@ def _auth_headers() -> dict | None:
     return {"Authorization": f"Bearer {token}"} if token else None
 
 
-def _job_client(address: str):
+def _job_client(address: str, start_head: bool = True):
     from ray.job_submission import JobSubmissionClient
 
     if address:
@@ -41,6 +41,9 @@ def _job_client(address: str):
     try:
         return JobSubmissionClient(LOCAL_DASHBOARD, headers=_auth_headers()), False
     except Exception:  # noqa: BLE001 - no local head yet: start one
+        if not start_head:  # a server does not start clusters from a request
+            raise Unavailable(f"no Ray cluster answers at {LOCAL_DASHBOARD}: set ray_address in enroll.yaml "
+                              "or $RAY_ADDRESS, or start one with `ray start --head`") from None
         ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
         # Any local Ray (e.g. this process's own, for data preparation) holds the dashboard agent's
         # default port; the head's job agent needs one of its own.
@@ -60,8 +63,10 @@ def _job_client(address: str):
         raise Unavailable(f"started a local Ray head but its dashboard at {LOCAL_DASHBOARD} does not answer ({last})")
 
 
-def submit_retrain(home=None, reason: str = "", gallery=None, address: str = "") -> tuple[int, str, str]:
-    """Submit a warm-start retraining; returns (job id, Ray submission id, message)."""
+def submit_retrain(home=None, reason: str = "", gallery=None, address: str = "",
+                   start_head: bool = True) -> tuple[int, str, str]:
+    """Submit a warm-start retraining; returns (job id, Ray submission id, message). Without an
+    address and a local head, one is started, unless ``start_head`` is False (the API's case)."""
     from enroll.backends import backend_env, open_gallery
     from enroll.settings import load_settings
 
@@ -77,7 +82,7 @@ def submit_retrain(home=None, reason: str = "", gallery=None, address: str = "")
                                              "class_changes": len(pending), "ray_address": dashboard,
                                              "token": uuid.uuid4().hex[:6]}, state="submitted")
         try:
-            client, started = _job_client(address if address.startswith("http") else "")
+            client, started = _job_client(address if address.startswith("http") else "", start_head)
             submission = submission_id(next(j for j in gallery.jobs() if j.id == job_id))
             python = sys.executable if not address else "python"
             # Submitting can race the dashboard agent's start-up on a fresh head: retry briefly.
@@ -107,7 +112,7 @@ def submit_retrain(home=None, reason: str = "", gallery=None, address: str = "")
                                 f"{len(pending)} class changes since model {version}); follow it with `enroll status`")
 
 
-def maybe_retrain(home, gallery, reason: str):
+def maybe_retrain(home, gallery, reason: str, start_head: bool = True):
     """The ``retrain_after_changes`` policy: submit when enough changes accumulated and no job is active."""
     from enroll.settings import load_settings
 
@@ -119,7 +124,7 @@ def maybe_retrain(home, gallery, reason: str):
     _, meta = production_meta(home)
     if len(gallery.changes_since(meta.get("gallery_version", 0))) < k:
         return None
-    return submit_retrain(home, reason, gallery)
+    return submit_retrain(home, reason, gallery, start_head=start_head)
 
 
 def submission_id(job) -> str:

@@ -6,6 +6,7 @@
     embeddings  one vector (float32 bytes) per face and model version
     changes     the class-change log (add / append / remove), seq increasing, never reused
     jobs        retraining and other background jobs with their state and result (JSON: the gate's figures)
+    api_tokens  the API's bearer tokens (enroll/tokens.py): name, scopes, SHA-256 of the secret, dates (v3)
 
 A database of an older ``SCHEMA_VERSION`` is migrated when first opened (``create_schema``): the
 missing tables are created and the columns added since (``ADDED_COLUMNS``) are appended with their
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 BUSY_TIMEOUT_S = 60.0
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS people (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS faces (id INTEGER PRIMARY KEY, person_id INTEGER NOT NULL REFERENCES people(id),"
@@ -37,6 +38,8 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, state TEXT NOT NULL,"
     " params TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', created REAL NOT NULL, updated REAL NOT NULL,"
     " result TEXT NOT NULL DEFAULT '{}')",
+    "CREATE TABLE IF NOT EXISTS api_tokens (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,"
+    " scopes TEXT NOT NULL, sha256 TEXT NOT NULL UNIQUE, created REAL NOT NULL, last_used REAL, revoked REAL)",
 ]
 # Columns added after version 1 (table, column, definition): ALTER TABLE gives an older database them.
 ADDED_COLUMNS = [

@@ -15,6 +15,7 @@ import pytest
 
 from enroll import cli
 from enroll.backends import URL_ENV
+from enroll.postgres_schema import HEAD
 from tests.test_enroll_cli import photo
 
 pytest.importorskip("psycopg", reason="the PostgreSQL gallery needs psycopg: pip install -e '.[api]'")
@@ -46,7 +47,7 @@ def test_add_identify_remove_through_the_cli_on_postgresql(model_home, shared_da
     lfw = shared_data / "lfw_mini"
     monkeypatch.setenv(URL_ENV, postgres_url)
     code, result, _ = run(capsys, model_home, "db", "upgrade")
-    assert code == 0 and result["backend"] == "postgresql" and result["before"] == result["after"] == "0002"
+    assert code == 0 and result["backend"] == "postgresql" and result["before"] == result["after"] == HEAD
     for person in ("Colin_Powell", "George_W_Bush"):
         code, result, err = run(capsys, model_home, "add-person", person.replace("_", " "), photo(lfw, person, 1))
         assert code == 0, err

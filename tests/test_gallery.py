@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from enroll.gallery import MAX_NAME_LENGTH, GalleryError, validate_name
+from enroll.schema import SCHEMA_VERSION
 from enroll.store import InMemoryGallery, SqliteGallery
 
 
@@ -265,7 +266,7 @@ def test_a_version_1_gallery_is_migrated(tmp_path):
     db.close()
     CropFiles(home / "crops").write(png)
     with SqliteGallery(home) as g:
-        assert g._db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert g._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert [f.held_out for f in g.get("Old Timer").faces] == [False]
         assert [(j.state, j.detail, j.result) for j in g.jobs()] == [("rejected", "why", {})]
         g.update_job(1, "rejected", "why", result={"gate": {"passed": False}})

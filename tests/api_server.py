@@ -1,0 +1,93 @@
+"""``enroll serve`` as a user runs it, for the tests: a subprocess on a free local port, ready when
+/readyz says so, stopped (with its workers) at the end. Its log is kept beside the home."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+THRESHOLD = 0.05
+
+
+def model_home(home: Path) -> Path:
+    """A home whose production model (version 1) is the tiny network untrained, at 32 px: the API's
+    tests check what it answers and stores, not accuracy (an enrolled photo is its own nearest face
+    at distance 0 whatever the weights), and need no training run."""
+    from enroll.home import store_version, write_production
+    from trainer.models import build_model
+
+    meta = {"model_name": "tiny", "image_size": 32, "embedding_dim": 128, "threshold": THRESHOLD,
+            "threshold_method": "far", "far_target": 1e-3, "source_run": str(home / "no-run"), "created": "now"}
+    write_production(home, store_version(home, build_model("tiny", 128, 32), meta))
+    (home / "enroll.yaml").write_text("far_target: 0.001\n")
+    return home
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ApiServer:
+    base: str
+    process: subprocess.Popen
+    log: Path
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+def wait_ready(server: ApiServer, timeout: float) -> None:
+    deadline, last = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        assert server.process.poll() is None, f"enroll serve exited: {server.log_tail()}"
+        try:
+            answer = httpx.get(f"{server.base}/readyz", timeout=5)
+            if answer.status_code == 200:
+                return
+            last = answer.text
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.5)
+    raise AssertionError(f"enroll serve not ready within {timeout:.0f} s ({last}): {server.log_tail()}")
+
+
+@contextmanager
+def running_api(home: Path, *flags: str, env: dict | None = None, ready_timeout: float = 240, name: str = "api"):
+    """``enroll serve --home HOME --port <free> FLAGS``; yields the ApiServer once ready."""
+    port = free_port()
+    log_path = Path(home).parent / f"{name}-{port}.log"
+    log = open(log_path, "w")
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    process = subprocess.Popen([sys.executable, "-m", "enroll.cli", "serve", "--home", str(home), "--port", str(port),
+                                *flags], cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)  # its own group: uvicorn's workers go with it
+    server = ApiServer(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        wait_ready(server, ready_timeout)
+        yield server
+    finally:
+        stop(server)
+        log.close()
+
+
+def stop(server: ApiServer) -> None:
+    if server.process.poll() is not None:
+        return
+    os.killpg(server.process.pid, signal.SIGTERM)
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait()
