@@ -83,11 +83,6 @@ def served_state(base_path: Path, model_name: str) -> ServedState | None:
         return None
 
 
-def _new_bytes(directory: Path) -> int:
-    """Bytes of the files only this version holds (hard links to another version's file excluded)."""
-    return sum(s.st_size for s in (p.stat() for p in directory.rglob("*") if p.is_file()) if s.st_nlink == 1)
-
-
 class ServingExporter:
     """A background thread that exports ``home`` at most once per ``debounce_s`` after a change."""
 
@@ -177,7 +172,7 @@ class ServingExporter:
                                metadata={"gallery_version": state.gallery_version})
             seconds = time.perf_counter() - start
             meta = json.loads((path / "assets.extra" / "metadata.json").read_text())
-            record = ExportRecord(state, int(path.name), seconds, _new_bytes(path), int(meta["gallery_faces"]))
+            record = ExportRecord(state, int(path.name), seconds, versions.new_bytes(path), int(meta["gallery_faces"]))
             versions.prune(base, self.model_name, self.keep_versions)
             return record
         except Exception as exc:  # noqa: BLE001  a background thread reports, it does not die

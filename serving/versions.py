@@ -110,3 +110,10 @@ def prune(base_path: str | Path, model_name: str, keep: int) -> list[int]:
     for number in old:
         shutil.rmtree(model_dir(base_path, model_name) / str(number), ignore_errors=True)
     return old
+
+
+def new_bytes(version_dir: str | Path) -> int:
+    """Bytes only this version holds on disk: hard links shared with another version (the network
+    shard of gallery-only versions, serving/gallery_versions.py) are not counted."""
+    stats = (p.stat() for p in Path(version_dir).rglob("*") if p.is_file())
+    return sum(s.st_size for s in stats if s.st_nlink == 1)
