@@ -108,6 +108,7 @@ def kind_summary(logs: list[dict], window: float) -> dict:
             "ops_per_s_per_process_mean": sum(p["ops_per_s"] for p in per_process) / max(len(per_process), 1),
             "p50_ms": 1000 * percentile(latencies, 50) if latencies else None,
             "p95_ms": 1000 * percentile(latencies, 95) if latencies else None,
+            "p99_ms": 1000 * percentile(latencies, 99) if latencies else None,
             "per_process": per_process}
 
 
