@@ -1,5 +1,10 @@
 """``enroll serve`` as a user runs it, for the tests: a subprocess on a free local port, ready when
-/readyz says so, stopped (with its workers) at the end. Its log is kept beside the home."""
+/readyz says so, stopped (with its workers) at the end. Its log is kept beside the home.
+
+The session fixtures (registered in conftest.py) share one server among the API and web page tests:
+``api_home`` (an untrained tiny production model), ``api_tokens`` (a token per scope, made with
+``enroll token create``) and ``api`` (the running server); each test uses people of its own.
+"""
 from __future__ import annotations
 
 import os
@@ -12,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 THRESHOLD = 0.05
@@ -49,6 +54,8 @@ class ApiServer:
 
 
 def wait_ready(server: ApiServer, timeout: float) -> None:
+    import httpx  # the [api] extra: imported here, since conftest.py imports this module for everyone
+
     deadline, last = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
         assert server.process.poll() is None, f"enroll serve exited: {server.log_tail()}"
@@ -91,3 +98,36 @@ def stop(server: ApiServer) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(server.process.pid, signal.SIGKILL)
         server.process.wait()
+
+
+def _token(home: Path, scope: str) -> str:
+    import contextlib
+    import io
+    import json
+
+    from enroll import cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["token", "create", "--scope", scope, "--name", f"test {scope}", "--json",
+                         "--home", str(home)]) == 0
+    return json.loads(out.getvalue())["token"]
+
+
+@pytest.fixture(scope="session")
+def api_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("api") / "home"
+    home.mkdir()
+    return model_home(home)
+
+
+@pytest.fixture(scope="session")
+def api_tokens(api_home) -> dict[str, str]:
+    """A token per scope, plus one holding identify and enrol (the web page's)."""
+    return {scope: _token(api_home, scope) for scope in ("identify", "enrol", "admin", "identify,enrol")}
+
+
+@pytest.fixture(scope="session")
+def api(api_home, api_tokens):
+    with running_api(api_home) as server:
+        yield server

@@ -7,6 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 
+from tests.api_server import api, api_home, api_tokens  # noqa: F401  (fixtures: `enroll serve` running)
 from tests.postgres_server import postgres_server, postgres_url  # noqa: F401  (fixtures: a real PostgreSQL)
 
 REPO = Path(__file__).resolve().parents[1]

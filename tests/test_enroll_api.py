@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from enroll import cli
-from tests.api_server import model_home, running_api
 from tests.test_enroll_cli import lfw, photo  # noqa: F401  (module fixture reused)
 
 ENDPOINTS = [  # (method, path, scope needed)
@@ -31,25 +30,9 @@ def enroll_json(*argv, home) -> dict:
     return {"code": code, **json.loads(out.getvalue())}
 
 
-@pytest.fixture(scope="module")
-def api_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("api") / "home"
-    home.mkdir()
-    return model_home(home)
-
-
-@pytest.fixture(scope="module")
-def tokens(api_home) -> dict[str, str]:
-    made = {scope: enroll_json("token", "create", "--scope", scope, "--name", f"test {scope}", home=api_home)
-            for scope in ("identify", "enrol", "admin")}
-    assert all(t["code"] == 0 and t["token"].startswith("fnk_") for t in made.values())
-    return {scope: t["token"] for scope, t in made.items()}
-
-
-@pytest.fixture(scope="module")
-def api(api_home, tokens):
-    with running_api(api_home) as server:
-        yield server
+@pytest.fixture
+def tokens(api_tokens) -> dict[str, str]:
+    return api_tokens
 
 
 def call(api, method, path, token=None, headers=None, **kwargs) -> httpx.Response:
