@@ -15,6 +15,7 @@ import os
 import sys
 
 DEFAULTS = {"host": "127.0.0.1", "port": 8000, "workers": 1}
+WORKER_HEALTHCHECK_S = 120
 
 
 def _port(text: str) -> int:
@@ -65,6 +66,9 @@ def cmd_serve(args, home, notes):
         print("note: no API token yet: every /v1/ call will be refused until you create one with "
               "`enroll token create --scope identify,enrol`", file=sys.stderr, flush=True)
     os.environ[SETTINGS_ENV] = settings.to_json()
+    # Importing TensorFlow and loading the models can hold a worker's GIL for seconds: uvicorn's
+    # supervisor (--workers > 1) would take its silence for death and restart it, again and again.
     uvicorn.run("enroll.api.app:app_from_environment", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="info", timeout_graceful_shutdown=10, server_header=False)
+                workers=args.workers, log_level="info", timeout_graceful_shutdown=10, server_header=False,
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
     return {"stopped": True, "host": args.host, "port": args.port}, []
