@@ -284,3 +284,19 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(api, api_home, token
         assert "over the limit of 67,108,864 bytes" in body["error"]
     assert status == 413 and "\n" not in body["error"]
     assert gallery_state(api_home) == before
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["serve", "--port", "70000"], 2, "port must be from 0 to 65535"),
+    (["serve", "--workers", "0"], 2, "must be at least 1"),
+    (["serve", "--max-photo-bytes", "100", "--max-body-bytes", "10"], 1, "exceeds --max-body-bytes"),
+    (["token"], 2, "required"),
+    (["token", "revoke", "x"], 2, "invalid int value"),
+    (["token", "revoke", "99"], 1, "no token 99"),
+    (["token", "create", "--scope", "everything"], 1, "scopes must be some of"),
+])
+def test_serve_and_token_command_lines_are_checked(argv, code, message, tmp_path, capsys):
+    """Refused before a server starts or a token is made: one error line."""
+    assert cli.main([*argv, "--home", str(tmp_path / "home")]) == code
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
