@@ -18,8 +18,10 @@ validation pairs at each FAR with its own distance (closed_set.calibrate_tau, as
   over enrolled people's probes, and at τ open-set accuracy, DIR and the strangers' acceptance
   rate. KNN and SVM rows are closed_set.identification's: they decide who, the network's τ decides
   whether anyone. Verification is not theirs to score.
-* Latency per query: median over the first N probe crops of featurising one crop (batch 1) plus the
-  search of the 5-photo gallery (KNN/SVM: enroll.classifiers.answer), on this CPU.
+* Latency per query: featurising one crop (batch 1) plus the search of the 5-photo gallery
+  (KNN/SVM: enroll.classifiers.answer), over the first N probe crops, on this CPU: the median, and
+  the fastest query, which is what the work costs when the process is not kept waiting for a core
+  (the median reads the machine's load as much as the method on a shared machine).
 
 Writes the JSON (experiments/results_file.py) and the markdown table beside it, and prints the table.
 """
@@ -59,8 +61,10 @@ def load_crops(plan) -> tuple[Crops, Crops, Crops]:
                          f"with more than {closed_set.ENROL_MAX} photos")
     train_shards = head_training_shards(shards.train)
     if len(train_shards) < 2:
-        raise ValueError(f"the baselines and the head need at least 2 training identities, the run has {len(train_shards)}")
-    return Crops(*shard_images(train_shards, plan.image_size)), Crops(*shard_images(shards.val, plan.image_size)), test
+        raise ValueError(f"the baselines and the head need at least 2 training identities, the run has "
+                         f"{len(train_shards)}")
+    size = plan.image_size
+    return Crops(*shard_images(train_shards, size)), Crops(*shard_images(shards.val, size)), test
 
 
 def verification(method: Method, test: Crops, eval_cfg) -> dict:
@@ -96,15 +100,15 @@ def identification(method: Method, test: Crops, taus: dict) -> dict:
     return out
 
 
-def query_ms(featurise, search, crops: np.ndarray) -> float:
-    """Median ms of featurising one crop and searching with it (after one untimed warm-up query)."""
+def query_ms(featurise, search, crops: np.ndarray) -> dict:
+    """{median, fastest} ms of featurising one crop and searching with it (after one untimed warm-up)."""
     search(featurise(crops[:1])[0])
     times = []
     for crop in crops:
         start = time.perf_counter()
         search(featurise(crop[None])[0])
         times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    return {"median": 1e3 * float(np.median(times)), "fastest": 1e3 * float(np.min(times))}
 
 
 def score(method: Method, val: Crops, test: Crops, fars: list[float], eval_cfg, queries: int) -> dict:
@@ -117,7 +121,8 @@ def score(method: Method, val: Crops, test: Crops, fars: list[float], eval_cfg, 
                        test.images[probes[:queries]])
     return {"method": method.name, "kind": method.kind, "features": method.features, "fit_s": method.fit_s,
             "taus": {str(f): t for f, t in taus.items()}, "verification": verification(method, test, eval_cfg),
-            "identification": identification(method, test, taus), "query_ms": latency, **method.detail}
+            "identification": identification(method, test, taus), "query_ms": latency["median"],
+            "query_ms_fastest": latency["fastest"], **method.detail}
 
 
 def classifier_rows(network: dict, net: Method, val: Crops, test: Crops, queries: int) -> list[dict]:
@@ -138,7 +143,8 @@ def classifier_rows(network: dict, net: Method, val: Crops, test: Crops, queries
         out.append({"method": f"triplet network + {kind.upper()}", "kind": "deep", "features": net.features,
                     "fit_s": mine[str(max(PHOTOS))]["fit_ms"] / 1e3, "taus": network["taus"], "verification": None,
                     "identification": {n: {"rank1": r["rank1"], "people": r["people"], "open_set": r["open_set"]}
-                                       for n, r in mine.items()}, "query_ms": latency})
+                                       for n, r in mine.items()}, "query_ms": latency["median"],
+                    "query_ms_fastest": latency["fastest"]})
     return out
 
 
@@ -185,14 +191,16 @@ def run(run_dir: str, fars: list[float], queries: int = 50, threads: int | None 
 def table(result: dict) -> str:
     fars = [str(f) for f in result["far_targets"]]
     lines = ["| method | features | verification accuracy (10-fold) | AUC | rank-1, 1 photo | rank-1, 5 photos | "
-             + " | ".join(f"open-set accuracy / DIR / FAR at τ(FAR {f}), 5 photos" for f in fars) + " | ms / query |",
-             "| --- | ---: |" + " ---: |" * (5 + len(fars))]
+             + " | ".join(f"open-set accuracy / DIR / FAR at τ(FAR {f}), 5 photos" for f in fars)
+             + " | ms / query: median (fastest) |", "| --- | ---: |" + " ---: |" * (5 + len(fars))]
     for r in result["rows"]:
         v, ident = r["verification"], r["identification"]
-        cells = [f"{o['accuracy']:.3f} / {o['dir']:.3f} / {o['far']:.3f}" for o in (ident["5"]["open_set"][f] for f in fars)]
+        cells = [f"{o['accuracy']:.3f} / {o['dir']:.3f} / {o['far']:.3f}"
+                 for o in (ident["5"]["open_set"][f] for f in fars)]
         verify = f"{v['accuracy']:.3f} ± {v['accuracy_std']:.3f} | {v['auc']:.3f}" if v else "— | —"
         lines.append(f"| {r['method']} | {r['features']} | {verify} | {ident['1']['rank1']:.3f} | "
-                     f"{ident['5']['rank1']:.3f} | " + " | ".join(cells) + f" | {r['query_ms']:.2f} |")
+                     f"{ident['5']['rank1']:.3f} | " + " | ".join(cells)
+                     + f" | {r['query_ms']:.1f} ({r['query_ms_fastest']:.1f}) |")
     return "\n".join(lines)
 
 

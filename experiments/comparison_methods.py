@@ -80,7 +80,7 @@ def head(network_method: Method, train_embeddings: np.ndarray, train: Crops) -> 
         return np.stack([1.0 - pair_probability(fitted, gallery, query) for query in np.atleast_2d(queries)])
 
     n = network_method
-    return Method("Siamese head (logistic on |f1 − f2|)", "deep", n.val, n.test, pair, cross, n.featurise, fit_s,
+    return Method("Siamese head (logistic regression)", "deep", n.val, n.test, pair, cross, n.featurise, fit_s,
                   {"train_pairs": fitted["train_pairs"], "train_accuracy": fitted["train_accuracy"]})
 
 

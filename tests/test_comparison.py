@@ -15,7 +15,7 @@ from tests.synthetic import identity_pattern, photo, write_shard  # noqa: E402
 
 SIZE = 32
 METHODS = ["triplet network (nearest)", "triplet network + KNN", "triplet network + SVM",
-           "Siamese head (logistic on |f1 − f2|)", "TFLite int8 (nearest)",
+           "Siamese head (logistic regression)", "TFLite int8 (nearest)",
            "Eigenfaces (PCA)", "Fisherfaces (LDA)", "LBP histograms (χ²)"]
 
 
@@ -61,14 +61,16 @@ def test_every_method_in_one_table(tmp_path):
             figures = r["identification"][photos]
             assert figures["people"] == 3 and 0 <= figures["rank1"] <= 1
             assert set(figures["open_set"]["0.05"]) == {"accuracy", "dir", "far"}
-        assert r["query_ms"] > 0 and (r["verification"] is None) == ("KNN" in r["method"] or "SVM" in r["method"])
+        assert r["query_ms"] >= r["query_ms_fastest"] > 0
+        assert (r["verification"] is None) == (r["method"].endswith(("KNN", "SVM")))
     # The network's row is the trainer's own evaluation of the same embeddings on the same pairs.
     model, cfg, plan = load_run(run)
     metrics, _, _ = verification(*embed_shards(model, plan.shards.test, SIZE), cfg.eval.folds, cfg.eval.pairs_per_fold)
     network = rows["triplet network (nearest)"]
     assert network["verification"]["accuracy"] == pytest.approx(metrics["accuracy"])
     assert network["verification"]["pairs"] == metrics["pairs"] == 2 * 2 * 20
-    assert rows["TFLite int8 (nearest)"]["verification"]["auc"] == pytest.approx(network["verification"]["auc"], abs=0.1)
+    int8 = rows["TFLite int8 (nearest)"]["verification"]
+    assert int8["auc"] == pytest.approx(network["verification"]["auc"], abs=0.1)
     assert rows["LBP histograms (χ²)"]["features"] == 7 * 7 * 59 and rows["Fisherfaces (LDA)"]["features"] == 7
     assert rows["LBP histograms (χ²)"]["verification"]["auc"] > 0.8  # texture tells these patterns apart untrained
     table = out.with_suffix(".md").read_text()
