@@ -1,4 +1,5 @@
-# The project image used by k8s/ (Ray head and workers, the RayJob submitter, enrolment jobs):
+# The project image used by k8s/ (Ray head and workers, the RayJob submitter, enrolment jobs, the
+# enrolment API `enroll serve` and its TF-Serving export watcher):
 #   docker build -t ghcr.io/facenet-continual/facenet:0.1.0 .
 # The repository is the WORKDIR (configs under experiments/ resolve there); uid/gid 10001 has a
 # passwd entry because Ray and TensorFlow look the user up; TensorFlow is the CUDA build so the
@@ -14,7 +15,7 @@ COPY trainer trainer
 COPY enroll enroll
 COPY serving serving
 COPY experiments experiments
-RUN pip install ".[index,serving]" "tensorflow[and-cuda]==2.21.*"
+RUN pip install ".[index,serving,api]" "tensorflow[and-cuda]==2.21.*"
 
 USER 10001:10001
 CMD ["python", "-m", "trainer.train", "--help"]

@@ -3,7 +3,7 @@
 
     enroll export-serving [--model-version N] [--name facenet] [--threshold T] [--top-k K]
                           [--models-config PATH [--config-base-path /models] [--versions-to-keep 2]]
-    enroll export-serving --watch [--debounce 2] [--poll 1] [--keep-versions 4]   # enroll/serving_sync.py
+    enroll export-serving --watch [--debounce 2] [--poll 1] [--keep-versions 4] [--heartbeat FILE]  # serving_sync.py
 
 Promotions (enroll/retrain_job.py) and remove-person (enroll/forget.py) call ``export_home``; the
 command catches serving up after an interrupted promotion. serving/ knows nothing of a home: what
@@ -94,6 +94,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--debounce", type=float, default=2.0, metavar="S", help="--watch: at most one version per S s")
     p.add_argument("--poll", type=float, default=1.0, metavar="S", help="--watch: look for changes every S s")
     p.add_argument("--keep-versions", type=int, default=4, metavar="N", help="--watch: delete all but the newest N")
+    p.add_argument("--heartbeat", metavar="FILE", help="--watch: touch FILE after every poll (for a liveness probe)")
 
 
 def _check(args) -> None:

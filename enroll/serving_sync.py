@@ -11,7 +11,7 @@ In a process that changes the gallery (the API):
 is ``off``: set where a watcher owns the export (k8s/enroll runs one, so that the API replicas do
 not each write versions). The watcher, from a shell or a Pod of its own, polls instead of being told:
 
-    enroll export-serving --watch [--debounce 2] [--poll 1] [--keep-versions 4]
+    enroll export-serving --watch [--debounce 2] [--poll 1] [--keep-versions 4] [--heartbeat FILE]
 
 Timing. The first notification after a quiet spell opens a window of ``debounce_s``; every
 notification inside it folds into the one export at its end, which reads the gallery as it is then.
@@ -183,9 +183,11 @@ class ServingExporter:
 
 
 def watch(home, stop: threading.Event, echo: Callable[[ExportRecord], None], model_name: str = DEFAULT_NAME,
-          debounce_s: float = 2.0, poll_s: float = 1.0, keep_versions: int = 4) -> list[ExportRecord]:
+          debounce_s: float = 2.0, poll_s: float = 1.0, keep_versions: int = 4,
+          heartbeat: Path | None = None) -> list[ExportRecord]:
     """``enroll export-serving --watch``: poll the served state every ``poll_s`` and export changes
-    through a ``ServingExporter`` until ``stop`` is set; returns what it exported."""
+    through a ``ServingExporter`` until ``stop`` is set; returns what it exported. ``heartbeat`` is
+    touched after every poll that reached the gallery (a liveness probe checks its age)."""
     exporter = ServingExporter(home, model_name, debounce_s, keep_versions, on_export=echo)
     last = None
     try:
@@ -200,6 +202,9 @@ def watch(home, stop: threading.Event, echo: Callable[[ExportRecord], None], mod
             if state is not None and state != last:
                 exporter.notify_changed()
                 last = state
+            if state is not None and heartbeat is not None:
+                Path(heartbeat).parent.mkdir(parents=True, exist_ok=True)
+                Path(heartbeat).touch()
             stop.wait(poll_s)
     finally:
         exporter.close()
@@ -230,7 +235,7 @@ def cmd_watch(args, home: Path):
 
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        records = watch(home, stop, echo, args.name, args.debounce, args.poll, args.keep_versions)
+        records = watch(home, stop, echo, args.name, args.debounce, args.poll, args.keep_versions, args.heartbeat)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

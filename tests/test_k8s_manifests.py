@@ -71,7 +71,7 @@ PROBE_EXEMPT = {
 # checkov findings that may be skipped (with a justification in the manifest), and why here.
 CHECKOV_ALLOWED_SKIPS = {
     "CKV_K8S_43": "images pinned by tag; digests are set at release time",
-    "CKV_K8S_35": "MLflow's libpq password comes by secretKeyRef (PGPASSWORD)",
+    "CKV_K8S_35": "libpq passwords come by secretKeyRef: MLflow's PGPASSWORD, the enrolment Pods' FACENET_GALLERY_URL",
     "CKV_K8S_38": "Ray head only: the autoscaler sidecar needs the API token",
     "CKV_K8S_8": "Ray head only: the injected autoscaler sidecar cannot carry probes",
     "CKV_K8S_9": "Ray head only: the injected autoscaler sidecar cannot carry probes",
@@ -695,9 +695,9 @@ def test_services_select_pods_and_ports():
         for port in spec["ports"]:
             target = port.get("targetPort", port["port"])
             assert any(target in (name, number) for name, number in ports), f"{d.id}: targetPort {target} is not a container port"
-    headless = _one("Service", "mlflow-postgres").body["spec"]
-    assert headless.get("clusterIP") == "None"
-    assert _one("StatefulSet", "mlflow-postgres").body["spec"]["serviceName"] == "mlflow-postgres"
+    for name in ("mlflow-postgres", "enroll-postgres"):
+        assert _one("Service", name).body["spec"].get("clusterIP") == "None"
+        assert _one("StatefulSet", name).body["spec"]["serviceName"] == name
 
 
 def test_serving():
@@ -718,7 +718,9 @@ def test_serving():
     assert volumes[mounts["/models"]["name"]]["persistentVolumeClaim"]["claimName"] == "facenet-models"
     config = _one("ConfigMap", volumes[mounts["/config"]["name"]]["configMap"]["name"]).body["data"]["models.config"]
     assert config.count("{") == config.count("}"), "unbalanced models.config"
-    assert re.search(r'name:\s*"facenet"', config) and re.search(r'base_path:\s*"/models/facenet"', config)
+    # TF-Serving reads the exports of the enrolment home the API and the watcher write (enroll/layout.md).
+    home = _enroll_home()
+    assert re.search(r'name:\s*"facenet"', config) and re.search(rf'base_path:\s*"{home}/serving/facenet"', config)
     assert re.search(r"model_version_policy\s*{\s*latest\s*{\s*num_versions:\s*\d+", config)
     hpa = _one("HorizontalPodAutoscaler", "tf-serving").body["spec"]
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "tf-serving"}
@@ -738,6 +740,96 @@ def test_tracking():
     sts = _one("StatefulSet", "mlflow-postgres").body["spec"]
     assert sts["template"]["spec"]["containers"][0]["image"] == "postgres:16.4"
     assert sts["volumeClaimTemplates"], "PostgreSQL data must live on a volumeClaimTemplate"
+
+
+# --------------------------------------------------------------------------------------------------
+# Enrolment service (k8s/enroll): the API, its PostgreSQL gallery, the TF-Serving export watcher
+# --------------------------------------------------------------------------------------------------
+
+def _container(kind: str, name: str) -> dict:
+    return _one(kind, name).body["spec"]["template"]["spec"]["containers"][0]
+
+
+def _enroll_home() -> str:
+    return _env(_container("Deployment", "enroll-api"))["FACENET_HOME"]
+
+
+def _secret_ref(container: dict, variable: str) -> dict:
+    entry = next(e for e in container.get("env") or [] if e["name"] == variable)
+    return entry["valueFrom"]["secretKeyRef"]
+
+
+def _mounts_models_volume(pod_spec: dict, container: dict, writable: bool) -> None:
+    mounts = {m["mountPath"]: m for m in container.get("volumeMounts") or []}
+    volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
+    assert volumes[mounts["/models"]["name"]]["persistentVolumeClaim"]["claimName"] == "facenet-models"
+    assert bool(mounts["/models"].get("readOnly")) is not writable
+
+
+def test_enroll_api():
+    dep = _one("Deployment", "enroll-api").body
+    assert "replicas" not in dep["spec"], "replicas belong to the HPA"
+    spec, c = dep["spec"]["template"]["spec"], _container("Deployment", "enroll-api")
+    assert c["image"] == FACENET_IMAGE
+    command = " ".join(c["command"] + c["args"])
+    assert command.startswith("enroll serve") and "--host 0.0.0.0" in command and "--port 8000" in command
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"http": 8000}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+        assert c[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+    env = _env(c)
+    assert env["TF_USE_LEGACY_KERAS"] == "1" and env["FACENET_SERVING_SYNC"] == "off"
+    assert env["RAY_ADDRESS"] == "http://facenet-head-svc:8265"
+    assert _secret_ref(c, "FACENET_GALLERY_URL") == {"name": "enroll-postgres", "key": "url"}
+    assert env["FACENET_HOME"].startswith("/models/")
+    _mounts_models_volume(spec, c, writable=True)
+    svc = _one("Service", "enroll-api").body["spec"]
+    assert [(p["port"], p["targetPort"]) for p in svc["ports"]] == [(8000, "http")]
+    hpa = _one("HorizontalPodAutoscaler", "enroll-api").body["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "enroll-api"}
+    assert hpa["minReplicas"] >= 2 and hpa["maxReplicas"] >= hpa["minReplicas"]
+    pdb = _one("PodDisruptionBudget", "enroll-api").body["spec"]
+    assert _selects(pdb["selector"], dep["spec"]["template"]["metadata"]["labels"])
+    assert pdb["minAvailable"] < hpa["minReplicas"], "the PDB would block every drain"
+
+
+def test_enroll_serving_sync_writes_where_tf_serving_reads():
+    dep = _one("Deployment", "enroll-serving-sync").body
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate", "one writer of versions"
+    spec, c = dep["spec"]["template"]["spec"], _container("Deployment", "enroll-serving-sync")
+    args = c["command"] + c["args"]
+    assert args[:3] == ["enroll", "export-serving", "--watch"]
+    heartbeat = args[args.index("--heartbeat") + 1]
+    assert heartbeat.startswith("/tmp/")  # on the writable emptyDir
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert heartbeat in " ".join(c[probe]["exec"]["command"]), probe
+    assert not c.get("ports")
+    assert _env(c)["FACENET_HOME"] == _enroll_home()
+    assert _secret_ref(c, "FACENET_GALLERY_URL") == {"name": "enroll-postgres", "key": "url"}
+    _mounts_models_volume(spec, c, writable=True)
+    # Every writer of the home uses the same path: retraining promotions on Ray land where the API reads.
+    for pod in (p for p in PODS if p.ray and p.long_running):
+        assert _env(pod.spec["containers"][0]).get("FACENET_HOME") == _enroll_home(), pod.origin
+    serving = _one("Deployment", "tf-serving").body["spec"]["template"]["spec"]
+    _mounts_models_volume(serving, serving["containers"][0], writable=False)
+
+
+def test_enroll_gallery_database_and_its_secret():
+    sts = _one("StatefulSet", "enroll-postgres").body["spec"]
+    assert sts["volumeClaimTemplates"] and sts["replicas"] == 1
+    c = sts["template"]["spec"]["containers"][0]
+    env = _env(c)
+    secret = _one("Secret", "enroll-postgres", EXAMPLE_DOCS).body["stringData"]
+    assert set(secret) == {"username", "password", "url"}
+    url = re.fullmatch(r"postgresql://([^:@]+):([^@]+)@([^:/]+):(\d+)/(\w+)", secret["url"])
+    assert url, secret["url"]
+    assert (url[1], url[2]) == (secret["username"], secret["password"]), "the URL must log in as the database's user"
+    assert url[3] == "enroll-postgres" and int(url[4]) == 5432 and url[5] == env["POSTGRES_DB"]
+    volumes = {v["name"]: v for v in sts["template"]["spec"]["volumes"]}
+    assert volumes["credentials"]["secret"]["secretName"] == "enroll-postgres"
+    # Its own labels: MLflow's database policy must not admit the gallery's clients, nor the reverse.
+    labels = sts["template"]["metadata"]["labels"]
+    assert labels != _one("StatefulSet", "mlflow-postgres").body["spec"]["template"]["metadata"]["labels"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -830,6 +922,22 @@ def test_default_deny_ingress():
     ("Deployment/tf-serving", "RayCluster/facenet head", 8265, False),
     ("Deployment/mlflow", "RayCluster/facenet worker", 10002, False),
     ("Deployment/mlflow", "Deployment/mlflow", 9999, False),
+    # Enrolment: only the processes that open the gallery reach its database.
+    ("Deployment/enroll-api", "StatefulSet/enroll-postgres", 5432, True),
+    ("Deployment/enroll-serving-sync", "StatefulSet/enroll-postgres", 5432, True),
+    ("RayCluster/facenet worker", "StatefulSet/enroll-postgres", 5432, True),   # retraining jobs
+    ("Deployment/mlflow", "StatefulSet/enroll-postgres", 5432, False),
+    ("Deployment/tf-serving", "StatefulSet/enroll-postgres", 5432, False),
+    ("Deployment/enroll-api", "StatefulSet/enroll-postgres", 5433, False),
+    ("Deployment/enroll-api", "StatefulSet/mlflow-postgres", 5432, False),
+    ("Deployment/enroll-serving-sync", "StatefulSet/mlflow-postgres", 5432, False),
+    ("Deployment/enroll-api", "Deployment/tf-serving", 8500, True),            # --embed-server (gRPC)
+    ("Deployment/enroll-api", "RayCluster/facenet head", 8265, True),          # retraining jobs
+    ("Deployment/enroll-api", "RayCluster/facenet head", 6379, False),
+    ("Deployment/enroll-api", "RayCluster/facenet worker", 8265, False),
+    ("Deployment/mlflow", "Deployment/enroll-api", 8000, True),
+    ("Deployment/mlflow", "Deployment/enroll-api", 9000, False),
+    ("Deployment/enroll-api", "Deployment/enroll-serving-sync", 8000, False),
 ])
 def test_network_policy_matrix(src: str, dst: str, port: int, allowed: bool):
     assert ingress_allowed(_labels(src), _labels(dst), port) is allowed
@@ -840,7 +948,9 @@ def test_reachability_from_other_namespaces():
     serving = _labels("Deployment/tf-serving")
     assert ingress_allowed(outsider, serving, 8500, OTHER_NAMESPACE)
     assert ingress_allowed(outsider, serving, 8501, OTHER_NAMESPACE)
+    assert ingress_allowed(outsider, _labels("Deployment/enroll-api"), 8000, OTHER_NAMESPACE)
     for dst, port in (("Deployment/mlflow", 5000), ("StatefulSet/mlflow-postgres", 5432),
+                      ("StatefulSet/enroll-postgres", 5432), ("Deployment/enroll-serving-sync", 8000),
                       ("RayCluster/facenet head", 10001), ("RayCluster/facenet worker", 10002)):
         assert not ingress_allowed(outsider, _labels(dst), port, OTHER_NAMESPACE), dst
     # Only the KubeRay operator, from wherever it runs, may reach the head's dashboard.
@@ -848,6 +958,21 @@ def test_reachability_from_other_namespaces():
     assert ingress_allowed(operator, _labels("RayCluster/facenet head"), 8265, OTHER_NAMESPACE)
     assert not ingress_allowed(operator, _labels("RayCluster/facenet head"), 6379, OTHER_NAMESPACE)
     assert not ingress_allowed(operator, _labels("RayCluster/facenet worker"), 8265, OTHER_NAMESPACE)
+
+
+def test_network_policy_selectors_match_pods():
+    """A selector that matches no Pod is a typo that silently opens or closes nothing."""
+    external = ({"app.kubernetes.io/name": "kuberay-operator"},)  # the operator runs outside k8s/
+    for policy in NETPOLS:
+        name, spec = policy["metadata"]["name"], policy["spec"]
+        if spec.get("podSelector"):
+            assert any(_selects(spec["podSelector"], p.labels) for p in PODS), f"NetworkPolicy {name} selects no Pod"
+        for rule in spec.get("ingress") or []:
+            for peer in rule.get("from") or []:
+                selector = peer.get("podSelector")
+                if not selector or "namespaceSelector" in peer and selector.get("matchLabels") in external:
+                    continue
+                assert any(_selects(selector, p.labels) for p in PODS), f"NetworkPolicy {name}: {selector} selects no Pod"
 
 
 # --------------------------------------------------------------------------------------------------

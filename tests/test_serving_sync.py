@@ -96,7 +96,8 @@ def test_watch_command_follows_the_database_until_sigterm(world):
 
     home, images, emb = world
     proc = subprocess.Popen([sys.executable, "-m", "enroll.cli", "export-serving", "--watch", "--home", str(home),
-                             "--debounce", "0.5", "--poll", "0.2", "--keep-versions", "2"],
+                             "--debounce", "0.5", "--poll", "0.2", "--keep-versions", "2",
+                             "--heartbeat", str(home.parent / "alive")],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         first = proc.stdout.readline()  # the newest version already serves the database's state
@@ -107,6 +108,7 @@ def test_watch_command_follows_the_database_until_sigterm(world):
             gallery.remove_person("cy")
             removed = proc.stdout.readline()
             people = {n for n, _ in gallery.list_people()}
+        assert time.time() - (home.parent / "alive").stat().st_mtime < 30  # a liveness probe's view
         assert added.startswith("exported version 3 ") and "3 faces" in added, added
         assert removed.startswith("exported version 4 ") and "2 faces" in removed, removed
         proc.send_signal(signal.SIGTERM)
