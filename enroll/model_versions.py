@@ -149,16 +149,25 @@ def register_run(run_dir, home=None, far_target: float = 1e-3, gallery=None, gal
                 "source_run": str(Path(run_dir).resolve()), "source_checkpoint": str(checkpoint),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "gallery_version": int(plan.gallery_version if gallery_version is None else gallery_version)}
-        version = store_version(home, model, meta)
-        for _ in range(20):  # each pass embeds faces enrolled meanwhile; normally one pass
-            backfill(gallery, version, model, meta["image_size"], saved_model_dir(home, version))
-            if gallery.switch_if_complete(version, lambda: write_production(home, version)):
-                return version
-        raise ModelError(f"could not complete embeddings for version {version}: enrolments keep arriving "
-                         "or crops are missing; run `enroll status` and try again")
+        return make_production(home, model, meta, gallery)
     finally:
         if own_gallery:
             gallery.close()
+
+
+def make_production(home, model, meta: dict, gallery) -> int:
+    """Store ``model`` as a new version and switch ``PRODUCTION`` to it once every enrolled face has
+    its vector; returns the version. Enrolments keep committing meanwhile (for the old version, whose
+    faces the next pass embeds); the switch happens under the gallery's write lock, so none commits
+    in between. Every identify and enrolment uses one version throughout (enroll/service.py)."""
+    home = resolve_home(home)
+    version = store_version(home, model, meta)
+    for _ in range(20):  # each pass embeds faces enrolled meanwhile; normally one pass
+        backfill(gallery, version, model, meta["image_size"], saved_model_dir(home, version))
+        if gallery.switch_if_complete(version, lambda: write_production(home, version)):
+            return version
+    raise ModelError(f"could not complete embeddings for version {version}: enrolments keep arriving "
+                     "or crops are missing; run `enroll status` and try again")
 
 
 def backfill(gallery, version: int, model, image_size: int, model_dir: Path | None = None) -> int:

@@ -45,6 +45,7 @@ class Deployment:
     postgres: object | None = None  # tests.postgres_server.PostgresServer when started here
     servers: list = field(default_factory=list)  # tests.api_server.ApiServer, one per process
     ports: list[int] = field(default_factory=list)
+    flags: tuple[str, ...] = ()  # more `enroll serve` flags, e.g. ("--max-body-bytes", "1048576")
     ready_timeout: float = 300
 
     @property
@@ -58,7 +59,8 @@ class Deployment:
         log = self.home.parent / f"api-{i}.log"
         with open(log, "a") as out:  # the child keeps its own copy of the descriptor
             process = subprocess.Popen(
-                [sys.executable, "-m", "enroll.cli", "serve", "--home", str(self.home), "--port", str(self.ports[i])],
+                [sys.executable, "-m", "enroll.cli", "serve", "--home", str(self.home), "--port", str(self.ports[i]),
+                 *self.flags],
                 cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **self.env}, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True)
         server = ApiServer(f"http://127.0.0.1:{self.ports[i]}", process, log)
@@ -139,7 +141,7 @@ def _database(backend: str, database_url: str | None, durable: bool):
 
 @contextmanager
 def api_deployment(template: Path, backend: str = "postgres", processes: int = 1, database_url: str | None = None,
-                   durable: bool = True, ready_timeout: float = 300):
+                   durable: bool = True, flags: tuple[str, ...] = (), ready_timeout: float = 300):
     """The running deployment; everything started here is stopped and deleted at the end."""
     from tests.api_server import free_port
 
@@ -155,7 +157,8 @@ def api_deployment(template: Path, backend: str = "postgres", processes: int = 1
         postgres, url = _database(backend, database_url, durable)
         # Empty for SQLite: a $FACENET_GALLERY_URL of the caller's must not reach the API processes.
         deployment = Deployment(home, backend, {"FACENET_GALLERY_URL": url or ""}, postgres=postgres,
-                                ports=[free_port() for _ in range(processes)], ready_timeout=ready_timeout)
+                                ports=[free_port() for _ in range(processes)], flags=tuple(flags),
+                                ready_timeout=ready_timeout)
         with deployment.gallery():  # creates or migrates the gallery once, before the processes race to
             pass
         deployment.token = _token(deployment)

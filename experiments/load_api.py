@@ -82,30 +82,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.api_processes = args.api_processes or (2 if args.backend == "postgres" else 1)
     args.out = Path(args.out or REPO / f"experiments/results/load_api_{args.backend}.json")
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # the command that reproduces the result
     return args
 
 
 def run(args, pool: list[Identity]) -> dict:
-    from enroll.model_versions import production_meta
-
     started = time.monotonic()
     with api_deployment(Path(args.home), args.backend, args.api_processes, args.database_url) as d:
-        startup = time.monotonic() - started
-        before, load_before = gallery_state(d), os.getloadavg()[0]
-        print(f"{args.api_processes} API process(es) over {args.backend} ready after {startup:.1f} s; "
-              f"{args.enrollers} + {args.identifiers} clients for {args.seconds:g} s", flush=True)
-        records, enrolled, answers, window = run_clients(d.bases, d.token, pool[args.strangers:],
-                                                         pool[:args.strangers], args.enrollers, args.identifiers,
-                                                         args.seconds)
-        load_after = os.getloadavg()[0]
-        print(f"load over: {len(enrolled)} enrolled, {len(answers)} identify answers; checking each person", flush=True)
-        checking = time.monotonic()
-        checked = after_check(d.bases, d.token, enrolled, args.identifiers)
-        after_check_s = time.monotonic() - checking
-        after = gallery_state(d)
-        with d.gallery() as g:
-            problems = g.check_consistency(model_version=after.production)
-        meta = production_meta(d.home)[1]
+        return measure(args, d, pool, startup=time.monotonic() - started)
+
+
+def measure(args, d, pool: list[Identity], startup: float = 0.0) -> dict:
+    """The load on a running deployment ``d`` (api_deployment), then its checks: the JSON result."""
+    from enroll.model_versions import production_meta
+
+    before, load_before = gallery_state(d), os.getloadavg()[0]
+    print(f"{args.api_processes} API process(es) over {args.backend} ready after {startup:.1f} s; "
+          f"{args.enrollers} + {args.identifiers} clients for {args.seconds:g} s", flush=True)
+    records, enrolled, answers, window = run_clients(d.bases, d.token, pool[args.strangers:],
+                                                     pool[:args.strangers], args.enrollers, args.identifiers,
+                                                     args.seconds)
+    load_after = os.getloadavg()[0]
+    print(f"load over: {len(enrolled)} enrolled, {len(answers)} identify answers; checking each person", flush=True)
+    checking = time.monotonic()
+    checked = after_check(d.bases, d.token, enrolled, args.identifiers)
+    after_check_s = time.monotonic() - checking
+    after = gallery_state(d)
+    with d.gallery() as g:
+        problems = g.check_consistency(model_version=after.production)
+    meta = production_meta(d.home)[1]
     load = LoadApiRun(records, enrolled, answers, checked, window)
     verdict = checks(before, after, problems, load)
     return {"command": results_file.command("load_api", args.argv), "backend": args.backend,
@@ -125,7 +130,6 @@ def run(args, pool: list[Identity]) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else list(argv)
     if not args.home:
         print("error: no production home: pass --home or set FACENET_HOME", file=sys.stderr)
         return 2

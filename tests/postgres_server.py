@@ -113,9 +113,8 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """The session's PostgreSQL server, with the migrated gallery database ready."""
+def skip_without_postgres() -> Path:
+    """The server binaries' directory; the calling test skips, saying why, when a server cannot run here."""
     binaries = server_binaries()
     if binaries is None:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's postgresql "
@@ -126,7 +125,13 @@ def postgres_server():
             pwd.getpwnam("postgres")
         except KeyError:
             pytest.skip("running as root, and there is no `postgres` user to run the PostgreSQL server as")
-    server = PostgresServer(binaries)
+    return binaries
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The session's PostgreSQL server, with the migrated gallery database ready."""
+    server = PostgresServer(skip_without_postgres())
     try:
         server.execute(f"CREATE DATABASE {GALLERY}")
         from enroll.postgres_store import PostgresGallery

@@ -15,8 +15,10 @@ from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from enroll.api.errors import ApiError, send_error
+from enroll.api.errors import ApiError, gallery_status, send_error
+from enroll.gallery import GalleryError
 from enroll.tokens import Token
+from trainer.cliargs import one_line
 
 PROTECTED_PREFIX = "/v1/"
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -41,7 +43,10 @@ class TokenGate:
         if secret is None:
             return await send_error(send, ApiError(
                 401, "no token: send 'Authorization: Bearer <token>' (create one with `enroll token create`)", CHALLENGE))
-        token = await run_in_threadpool(self.token_store_of(scope).lookup, secret)
+        try:
+            token = await run_in_threadpool(self.token_store_of(scope).lookup, secret)
+        except GalleryError as exc:  # the token store's database unreachable: 503, as the routes answer it
+            return await send_error(send, ApiError(gallery_status(exc), one_line(exc)))
         if token is None:
             return await send_error(send, ApiError(401, "invalid or revoked token", CHALLENGE))
         scope.setdefault("state", {})["token"] = token
