@@ -144,6 +144,11 @@ class ServingExporter:
                     return
                 self._due, self._busy, self._last_start = None, True, time.monotonic()
             record = self._export_once()
+            if self._on_export is not None:  # before flush() returns: a caller waiting sees it done
+                try:
+                    self._on_export(record)
+                except Exception:  # noqa: BLE001  a reporting callback must not stop the exporter
+                    pass
             with self._cond:
                 self._busy = False
                 self.records.append(record)
@@ -154,8 +159,6 @@ class ServingExporter:
                 else:
                     self._failures = 0
                 self._cond.notify_all()
-            if self._on_export is not None:
-                self._on_export(record)
 
     def _export_once(self) -> ExportRecord:
         from serving import versions

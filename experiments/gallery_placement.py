@@ -7,12 +7,16 @@ by experiments/synthetic_home.py; nn4_small2 at 96 px with random weights, since
 depend on them), what each path pays per gallery change and per identify:
 
 - both: reading the gallery from the database (an export and an index refresh both start there);
-- SavedModel (TF-Serving): seconds and new bytes per version, for the process's first (full) export
-  and for gallery-only versions (``export_home``, what enroll/serving_sync.py runs: the database
-  read included), the load of a version (TF-Serving loads each new one, and keeps two), and
-  identify p50 / p99 at batch 1 through the ``identify`` signature (embedding and search in the graph);
+- SavedModel (TF-Serving): seconds and new bytes per version, for a full export (``tf.saved_model.save``
+  of the already traced module) and for gallery-only versions (``export_home``, what
+  enroll/serving_sync.py runs), both with the database read; the load of a version, with TF2's loader
+  and with TF1's session loader (tensorflow_model_server's), since TF-Serving loads each new version
+  and keeps two; identify at batch 1 through the ``identify`` signature (embedding and search in the graph);
 - API index: the build after a change (exact, as enroll/change_feed.py rebuilds; FAISS HNSW), and
-  identify p50 / p99 = the same network's embedding (``serving_default``) + ``top_people`` on it.
+  identify = the same network's embedding (``serving_default``) + ``top_people`` on the index.
+
+Identify latencies are p50 / p99 wall ms and the median CPU ms of this process (all threads), the
+paths' calls interleaved: on a shared machine the CPU figure is the steadier one.
 
 Writes experiments/results/gallery_placement.json (+ .md) through experiments/results_file.py.
 """
@@ -72,11 +76,13 @@ def export_costs(home: Path, versions: int, size: int) -> tuple[dict, Path]:
     from serving import versions as served
     from serving.export import export
 
-    spec = export_spec(home)
-    full, full_s = _timed(lambda: export(spec["model"], home / "serving", "facenet", spec["gallery_embeddings"],
-                                         spec["gallery_names"], spec["threshold"], gallery_only=False))
+    def full_export():  # the database read included, as in export_home
+        spec = export_spec(home)
+        return export(spec["model"], home / "serving", "facenet", spec["gallery_embeddings"], spec["gallery_names"],
+                      spec["threshold"], gallery_only=False)
+
+    full, full_s = _timed(full_export)
     full_mib = round(served.new_bytes(full) / 2**20, 2)
-    del spec
     seconds, written = [], []
     extra = unit_vectors(versions + 1, seed=size)
     with SqliteGallery(home) as gallery:
@@ -106,11 +112,16 @@ def identify_costs(path: Path, names: list[str], matrix: np.ndarray, queries: in
         loaded.signatures["identify"](images=image)  # TF-Serving replays warm-up requests at load
         return loaded
 
+    def session_load():  # TF1's loader, as tensorflow_model_server and saved_model_cli load a version
+        with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+            tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path))
+
+    _, session_s = _timed(session_load)
     loaded, load_s = _timed(load)
     identify, embed = loaded.signatures["identify"], loaded.signatures["serving_default"]
     indexes = {"exact": None, "hnsw": None}
     indexes["exact"], exact_s = _timed(lambda: ExactIndex().build(matrix, names))
-    out = {"load_version_s": load_s, "exact_build_s": exact_s}
+    out = {"load_version_s": load_s, "session_load_s": session_s, "exact_build_s": exact_s}
     if len(matrix) <= hnsw_max:
         indexes["hnsw"], out["hnsw_build_s"] = _timed(lambda: FaissIndex("hnsw").build(matrix, names))
 
@@ -132,6 +143,9 @@ def run(sizes: list[int], workdir: Path, queries: int, versions: int, hnsw_max: 
 
     home = workdir / "home"
     install_model(home, build_model("nn4_small2", input_size=96), threshold=0.05)
+    from enroll.serving_export import export_home
+
+    export_home(home)  # trace the serving module once, untimed: the rows compare exports, not tracing
     enrolled = 0
     for size in sizes:
         fill_s = fill_gallery(home, unit_vectors(size - enrolled, seed=size))
@@ -154,13 +168,13 @@ def _pair(r: dict, key: str) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = ["| people | DB read (s) | SavedModel: full export (s / MiB) | gallery-only version (s / MiB) "
-             "| load a version (s) | identify via SavedModel | API exact: rebuild (s) | API exact identify "
+             "| load a version: TF2 / TF1 session (s) | identify via SavedModel | API exact: rebuild (s) | API exact identify "
              "| API HNSW: build (s) | API HNSW identify | embed alone |",
              "| ---: | ---: | --- | --- | ---: | --- | ---: | --- | ---: | --- | --- |"]
     for r in rows:
         hnsw = f"{r['hnsw_build_s']:.1f}" if "hnsw_build_s" in r else "not run"
         lines.append(f"| {r['people']:,} | {r['db_read_s']:.2f} | {r['full_export_s']:.2f} / {r['full_export_mib']:.1f} "
-                     f"| {r['gallery_export_s']:.2f} / {r['gallery_export_mib']:.1f} | {r['load_version_s']:.2f} "
+                     f"| {r['gallery_export_s']:.2f} / {r['gallery_export_mib']:.1f} | {r['load_version_s']:.1f} / {r['session_load_s']:.1f} "
                      f"| {_pair(r, 'savedmodel')} | {r['exact_build_s']:.2f} | {_pair(r, 'api_exact')} "
                      f"| {hnsw} | {_pair(r, 'api_hnsw')} | {_pair(r, 'embed_only')} |")
     return "\n".join(lines) + "\n\nidentify: p50 / p99 wall ms (median CPU ms), batch 1, embedding included."
