@@ -187,3 +187,16 @@ def test_bad_input_is_one_error_line_and_stores_nothing(case, home, folder, tmp_
     if case == "empty":
         code, r, _ = run_json(capsys, "cluster", *argv, home=home)
         assert code == 1 and r["error"].startswith("no photos under")
+
+
+def test_the_experiments_pairwise_scores_and_per_person_cap():
+    from experiments.clustering import first_per_identity, pairwise_scores
+
+    truth = ["a", "a", "a", "b", "b", "c"]
+    assert pairwise_scores(truth, [5, 5, 5, 1, 1, 0]) == (1.0, 1.0, 1.0)  # label values do not matter
+    precision, recall, _ = pairwise_scores(truth, [0] * 6)  # one big group: 4 of its 15 pairs are right
+    assert recall == 1.0 and precision == pytest.approx(4 / 15)
+    precision, recall, f = pairwise_scores(truth, list(range(6)))  # all apart: no pair is found
+    assert (precision, recall, f) == (1.0, 0.0, 0.0)
+    assert first_per_identity(["b", "a", "a", "a"], ["1", "3", "1", "2"], 2) == [2, 3, 0]
+    assert first_per_identity(["b", "a"], ["1", "1"], 0) == [1, 0]
