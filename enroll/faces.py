@@ -4,6 +4,9 @@
 person); a video frame may show several people, each tracked on its own. This uses the same
 MTCNN detector, the same confidence floor, the same detection view of small images and the same
 5-point template alignment, so each crop is exactly what ``add-person`` would make of that face.
+A small image is detected on a view padded with its own reflection (``detection_view``): a face
+near its edge shows up again, mirrored, in the padding, and is dropped here (the largest-face
+rule of enrolment never picks it; a list of every face would).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import numpy as np
 
 from trainer.align import LANDMARK_KEYS, MIN_CONFIDENCE, FaceAligner, detection_view, warp_to_template
 
-Box = tuple[float, float, float, float]  # x, y, width, height in the image's own pixels
+Box = tuple[int, int, int, int]  # x, y, width, height in the image's own pixels
 
 
 @dataclass(frozen=True)
@@ -38,20 +41,30 @@ def detect_faces(images: list[np.ndarray], size: int, min_confidence: float = MI
 def _faces(image, view, detections, size: int, min_confidence: float) -> list[Face]:
     faces = []
     for det in sorted(detections, key=lambda d: d["box"][2] * d["box"][3], reverse=True):
-        if det["confidence"] < min_confidence:
+        x, y, w, h = _unpadded(det["box"], image.shape, view.shape)
+        inside = 0 <= x + w / 2 < image.shape[1] and 0 <= y + h / 2 < image.shape[0]
+        if det["confidence"] < min_confidence or not inside:  # outside: a face's reflection in the padding
             continue
         landmarks = np.array([det["keypoints"][k] for k in LANDMARK_KEYS], dtype=np.float64)
-        faces.append(Face(_image_box(det["box"], image.shape, view.shape), float(det["confidence"]),
+        faces.append(Face(box_in_image(det["box"], image.shape, view.shape), float(det["confidence"]),
                           warp_to_template(view, landmarks, size)))
     return faces
 
 
-def _image_box(box, image_shape, view_shape) -> Box:
+def _unpadded(box, image_shape, view_shape) -> tuple[float, float, float, float]:
     """A box found on the detection view, in the image's pixels. ``detection_view`` pads a small
-    image by a quarter of each side (integer division) and scales the padded image up uniformly."""
-    x, y, w, h = (float(v) for v in box)
-    if view_shape[:2] == image_shape[:2]:
-        return x, y, w, h
-    pad_y, pad_x = image_shape[0] // 4, image_shape[1] // 4
-    scale = view_shape[0] / (image_shape[0] + 2 * pad_y)
-    return x / scale - pad_x, y / scale - pad_y, w / scale, h / scale
+    image by a quarter of each side (integer division) with reflected pixels, and scales it up."""
+    h, w = image_shape[:2]
+    pad_y, pad_x = (0, 0) if view_shape[:2] == (h, w) else (h // 4, w // 4)
+    sy, sx = view_shape[0] / (h + 2 * pad_y), view_shape[1] / (w + 2 * pad_x)
+    x, y, bw, bh = (float(v) for v in box)
+    return x / sx - pad_x, y / sy - pad_y, bw / sx, bh / sy
+
+
+def box_in_image(box, image_shape, view_shape) -> tuple[int, int, int, int]:
+    """A box found on the detection view (x, y, width, height), in the image's pixels, cut to the image."""
+    h, w = image_shape[:2]
+    x, y, bw, bh = _unpadded(box, image_shape, view_shape)
+    left, top = max(0.0, x), max(0.0, y)
+    right, bottom = min(float(w), x + bw), min(float(h), y + bh)
+    return round(left), round(top), max(0, round(right - left)), max(0, round(bottom - top))

@@ -73,17 +73,12 @@ def align_photo(path, image_size: int, allow_several: bool = False) -> Photo:
 
 
 def _box_in_photo(result, shape) -> tuple[int, int, int, int] | None:
-    """The detector's box mapped from the image it ran on back to the photo's pixels. A small photo
-    is detected on a view padded by a quarter of each side and upscaled (trainer.align.detection_view)."""
+    """The detector's box in the photo's pixels (a small photo is detected on a padded, upscaled view)."""
+    from enroll.faces import box_in_image
+
     if result.box is None or result.view is None:
         return None
-    h, w = shape[:2]
-    pad_y, pad_x = (0, 0) if result.view.shape[:2] == (h, w) else (h // 4, w // 4)
-    sy, sx = result.view.shape[0] / (h + 2 * pad_y), result.view.shape[1] / (w + 2 * pad_x)
-    x, y, bw, bh = result.box
-    left, top = max(0.0, x / sx - pad_x), max(0.0, y / sy - pad_y)
-    right, bottom = min(float(w), (x + bw) / sx - pad_x), min(float(h), (y + bh) / sy - pad_y)
-    return round(left), round(top), max(0, round(right - left)), max(0, round(bottom - top))
+    return box_in_image(result.box, shape, result.view.shape)
 
 
 def add_person(gallery, home, name: str, paths, *, append: bool = False, allow_several: bool = False,

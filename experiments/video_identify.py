@@ -8,8 +8,9 @@ model is ``--run``; the clip (25 fps, 640×360, MPEG-4 Part 2 as OpenCV writes i
 of them and of a stranger: the first person drifting across the frame, the second, the stranger, then
 the first and the third side by side. ``identify_video`` runs on it at several samplings; per sampling:
 sampled frames and video frames processed per second of wall time (decode, detect, align, embed,
-track, search; the model and detector already loaded), time by stage, and the tracks' answers
-against the scenes' true names. ``make_clip`` is also how tests/test_video.py makes its clips.
+track, search; the model and detector already loaded) and per CPU-second of this process (which a
+shared machine's load does not inflate), time by stage, and the tracks' answers against the scenes'
+true names (``true_name``: the photo under the track's first box). ``make_clip`` is also how tests/test_video.py makes its clips.
 """
 from __future__ import annotations
 

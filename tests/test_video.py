@@ -70,6 +70,22 @@ def test_sampling_and_suffixes(tmp_path, shared_data):
         open_video(tmp_path / "missing.mp4")
 
 
+def test_every_face_is_boxed_in_the_frames_pixels(shared_data):
+    """Two faces side by side, each aligned; a small frame (detected on a padded, upscaled view) gets
+    the same boxes, scaled, in its own pixels."""
+    import cv2
+
+    from enroll.faces import detect_faces
+    from trainer.align import read_image
+
+    pair = np.hstack([read_image(photo(shared_data / "lfw_mini", name, 1)) for name in (A, B)])  # 500 × 250
+    small = cv2.resize(pair, (200, 100), interpolation=cv2.INTER_AREA)
+    big_faces, small_faces = detect_faces([pair], 32)[0], detect_faces([small], 32)[0]
+    assert len(big_faces) == len(small_faces) == 2 and all(f.crop.shape == (32, 32, 3) for f in big_faces)
+    for big, little in zip(sorted(big_faces, key=lambda f: f.box), sorted(small_faces, key=lambda f: f.box)):
+        assert np.allclose(np.array(little.box) / 0.4, big.box, atol=12), (little.box, big.box)
+
+
 @pytest.fixture(scope="module")
 def faces(shared_data):
     from trainer.align import read_image
