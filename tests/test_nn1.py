@@ -64,3 +64,8 @@ def test_maxout_takes_the_max_of_each_pair_and_saves(tmp_path):
     loaded = keras.models.load_model(str(tmp_path / "m"))
     assert isinstance(loaded.get_layer("maxout"), Maxout) and loaded.output_shape == (None, 3)
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6)
+
+
+def test_a_config_can_name_nn1():
+    from trainer import config as config_lib
+    assert config_lib.load(None, ["model.name=nn1"]).model.name == "nn1"

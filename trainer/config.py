@@ -42,9 +42,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "nn4_small2"  # nn2 | nn4_small2 | tiny
+    name: str = "nn4_small2"  # nn1 | nn2 | nn4_small2 | tiny
     embedding_dim: int = 128
-    input_size: int = 0  # 0 = the model's native size (nn2 224, nn4_small2 96, tiny 64).
+    input_size: int = 0  # 0 = the model's native size (nn1 220, nn2 224, nn4_small2 96, tiny 64).
     # Evaluate and ship normalise(f(x) + f(mirror x)) (trainer/models/mirror.py): ~1 point of pair
     # accuracy and more of rank-1 for twice the inference FLOPs; training is unchanged.
     mirror_average: bool = True
@@ -136,7 +136,7 @@ class Config:
 
 
 _CHOICES = {
-    "model.name": ("nn2", "nn4_small2", "tiny"),
+    "model.name": ("nn1", "nn2", "nn4_small2", "tiny"),
     "train.teacher": ("", "dlib_resnet_v1"),
     "train.keep": ("best", "last"),
     "train.augment_strength": ("standard", "strong"),
