@@ -89,6 +89,29 @@ def running_api(home: Path, *flags: str, env: dict | None = None, ready_timeout:
         log.close()
 
 
+def raw_request(api, head: str, body_chunks=()) -> tuple[int, dict]:
+    """Send a request by hand (a declared length it never sends, or a chunked body) and read the answer."""
+    import json
+    from urllib.parse import urlsplit
+
+    url = urlsplit(api.base)
+    with socket.create_connection((url.hostname, url.port), timeout=60) as sock:
+        sock.sendall(head.encode())
+        try:
+            for chunk in body_chunks:
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before the whole body arrived: what we want
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < 20:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    head_part, _, body = answer.partition(b"\r\n\r\n")
+    return int(head_part.split()[1]), json.loads(body[body.index(b"{"):body.rindex(b"}") + 1])
+
+
 def stop(server: ApiServer) -> None:
     if server.process.poll() is not None:
         return

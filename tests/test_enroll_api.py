@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from enroll import cli
+from tests.api_server import raw_request
 from tests.test_enroll_cli import lfw, photo  # noqa: F401  (module fixture reused)
 
 ENDPOINTS = [  # (method, path, scope needed)
@@ -243,29 +244,6 @@ def test_retraining_jobs_submit_follow_cancel_refusals(api, api_home, tokens):
         one_line_error(call(api, "GET", "/v1/retrain/x", tokens["admin"]), 400, "job")
     finally:
         (api_home / "enroll.yaml").write_text(policy)
-
-
-def raw_request(api, head: str, body_chunks=()) -> tuple[int, dict]:
-    """Send a request by hand (a declared length it never sends, or a chunked body) and read the answer."""
-    import socket
-    from urllib.parse import urlsplit
-
-    url = urlsplit(api.base)
-    with socket.create_connection((url.hostname, url.port), timeout=60) as sock:
-        sock.sendall(head.encode())
-        try:
-            for chunk in body_chunks:
-                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed before the whole body arrived: what we want
-        answer = b""
-        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < 20:
-            data = sock.recv(65536)
-            if not data:
-                break
-            answer += data
-    head_part, _, body = answer.partition(b"\r\n\r\n")
-    return int(head_part.split()[1]), json.loads(body[body.index(b"{"):body.rindex(b"}") + 1])
 
 
 @pytest.mark.parametrize("how", ["declared", "chunked"])
