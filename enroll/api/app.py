@@ -40,7 +40,7 @@ def create_app(home=None, settings: ApiSettings | None = None) -> FastAPI:
             await run_in_threadpool(app.state.context.close)
 
     app = FastAPI(title="FaceNet enrolment", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  redoc_url=None)
+                  redoc_url=None, docs_url=None)  # /docs: web.py, Swagger UI served locally
     errors.install(app)
     for module in (people, queries, jobs, system):
         app.include_router(module.router)

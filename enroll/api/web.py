@@ -1,4 +1,6 @@
-"""The web page at / : plain HTML and JavaScript from static/ (no build step, nothing from a CDN).
+"""The web page at / : plain HTML and JavaScript from static/ (no build step, nothing from a CDN),
+and the OpenAPI docs at /docs with Swagger UI served from the swagger-ui-bundle package (FastAPI's
+default page loads it from a CDN, which leaves it blank on a network without internet).
 
 The page calls the same /v1/ API as any client, with the token pasted into it (kept in the tab's
 sessionStorage only). Every answer of the app carries headers that keep browsers strict: the
@@ -10,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 STATIC = Path(__file__).with_name("static")
@@ -28,9 +31,19 @@ def page() -> FileResponse:
                                                         "Cache-Control": "no-cache"})
 
 
+@router.get("/docs")
+def docs() -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="FaceNet enrolment: API docs",
+                               swagger_js_url="/swagger/swagger-ui-bundle.js",
+                               swagger_css_url="/swagger/swagger-ui.css", swagger_favicon_url="/swagger/favicon-32x32.png")
+
+
 def mount(app: FastAPI) -> None:
+    from swagger_ui_bundle import swagger_ui_path
+
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/swagger", StaticFiles(directory=str(swagger_ui_path)), name="swagger")
 
 
 class SecurityHeaders:
