@@ -54,8 +54,10 @@ class Deployment:
 
     def start(self, i: int):
         """API process ``i`` on its port (the same port after a restart); ready when it returns."""
-        from tests.api_server import ApiServer
+        from tests.api_server import ApiServer, free_port
 
+        if i == len(self.ports):  # chosen just before the first start: less time for another program to take it
+            self.ports.append(free_port())
         log = self.home.parent / f"api-{i}.log"
         with open(log, "a") as out:  # the child keeps its own copy of the descriptor
             process = subprocess.Popen(
@@ -143,8 +145,6 @@ def _database(backend: str, database_url: str | None, durable: bool):
 def api_deployment(template: Path, backend: str = "postgres", processes: int = 1, database_url: str | None = None,
                    durable: bool = True, flags: tuple[str, ...] = (), ready_timeout: float = 300):
     """The running deployment; everything started here is stopped and deleted at the end."""
-    from tests.api_server import free_port
-
     if backend not in BACKENDS:
         raise DeploymentError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "sqlite" and processes != 1:
@@ -157,7 +157,7 @@ def api_deployment(template: Path, backend: str = "postgres", processes: int = 1
         postgres, url = _database(backend, database_url, durable)
         # Empty for SQLite: a $FACENET_GALLERY_URL of the caller's must not reach the API processes.
         deployment = Deployment(home, backend, {"FACENET_GALLERY_URL": url or ""}, postgres=postgres,
-                                ports=[free_port() for _ in range(processes)], flags=tuple(flags),
+                                flags=tuple(flags),
                                 ready_timeout=ready_timeout)
         with deployment.gallery():  # creates or migrates the gallery once, before the processes race to
             pass

@@ -69,7 +69,7 @@ def checks(before: GalleryState, after: GalleryState, problems: list[str], run: 
         "identify named only enrolled people": check(not strangers_named, f"named {strangers_named[:5]}"),
         f"an enrolment photo named its person once the enrolment was {LAG_S:g} s old": check(
             not strict, "; ".join(f"{a.expected} answered {a.name} after {a.since_enrolment_s:.2f} s" for a in strict[:3])),
-        "every new person identifiable after the load, through another process": check(
+        "every new person identifiable after the load (through another API process, if any)": check(
             len(run.checked) == len(reported) and not unidentified,
             f"{len(run.checked)}/{len(reported)} checked, wrong: {unidentified[:3]}"),
         "no retraining submitted, production model unchanged": check(

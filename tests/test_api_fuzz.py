@@ -17,7 +17,6 @@ server runs with small limits (1 MiB body, 256 KiB photo, 3 photos) so that huge
 ``FUZZ_EXAMPLES=N`` runs N examples per property instead of the default budget (as tests/test_fuzz.py).
 """
 import os
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx

@@ -15,14 +15,16 @@ file order: the promotion last, since it changes the production model.
 """
 import threading
 import time
+from dataclasses import replace
 
-import numpy as np
 import pytest
 
 from experiments.load_api_clients import Outcome, photo_file, post
 from tests.api_server import model_home
 
-OUTAGE_S = 12  # PostgreSQL down for longer than the API's waits for a connection (10 s tokens, 15 s gallery)
+# PostgreSQL down for longer than the API's waits for a connection (10 s for a token, 15 s for the
+# gallery: postgres_store.CONNECTION_WAIT_S): a shorter outage only delays the requests.
+OUTAGE_S = 17
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +150,7 @@ def test_kill_9_mid_enrolment(deployment, pool):
         for s in senders:
             s.start()
         assert first.wait(180), answered
-        deployment.kill(0)  # the other five are still being aligned, embedded or stored
+        deployment.kill(0)  # the others are still being aligned, embedded or stored
         killed = time.monotonic()
         for s in senders:
             s.join()
@@ -159,9 +161,8 @@ def test_kill_9_mid_enrolment(deployment, pool):
     assert unanswered, f"every enrolment had finished before the kill: {answered}"
     assert all(o.ok for o in answered.values() if o.status is not None), answered
     now = people(deployment)
-    for name, outcome in answered.items():  # whole (all 3 faces) or absent, never half
-        assert now.get(name) == 3 if outcome.ok else now.get(name) in (None, 3), (name, now.get(name))
-    assert consistent(deployment) == []
+    assert all(now.get(name) == o.body["faces_added"] for name, o in answered.items() if o.ok), (answered, now)
+    assert consistent(deployment) == [], "no face without its vector, no orphan crop, no half person"
 
     deployment.restart(0)  # the same port: clients of process 0 find it again
     with httpx.Client(timeout=120) as client:
@@ -169,6 +170,9 @@ def test_kill_9_mid_enrolment(deployment, pool):
             again = enrol(client, a, token, identity, photos=3)
             assert again.status == (409 if identity.name in now else 201), (identity.name, again.message)
             assert identify(client, a, token, identity.enrol_photo).body["name"] == identity.name
+            if identity.name in unanswered and identity.name in now:  # committed before the kill: all of it
+                twin = enrol(client, a, token, replace(identity, name=identity.name + " twin"), photos=3)
+                assert now[identity.name] == twin.body["faces_added"], (identity.name, now, twin.body)
     assert consistent(deployment) == []
 
 
@@ -206,7 +210,7 @@ def test_postgres_restart_under_load(deployment, pool):
         recovered = traffic.wait_for(lambda o: {i for sent, i, x in o if sent > up and x.ok} == {0, 1, 2, 3}, 120)
     assert recovered, [x.message for _, _, x in traffic.outcomes[-8:]]
 
-    refused = [(sent, x) for sent, _, x in traffic.outcomes if not x.ok]
+    refused = [(sent, x) for sent, _, x in traffic.outcomes if not x.ok and not x.no_face]
     assert refused, "no request came during the outage"
     for sent, x in refused:  # the outage answered as such: 503 with one line of JSON, nothing else
         assert x.status == 503 and "\n" not in x.body["error"] and "Traceback" not in x.message, x
