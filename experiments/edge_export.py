@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import serving  # noqa: F401  (tf-keras before TensorFlow)
+from experiments import results_file
 from trainer.run_plan import RunPlan
 
 RESULTS = Path(__file__).resolve().parent / "results" / "edge_export.json"
