@@ -223,9 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     result["command"] = results_file.command("closed_set", argv)
-    results_file.save(args.out, result, table(result))
-    print(table(result))
-    print(f"written: {args.out} and {args.out.with_suffix('.md')}")
+    results_file.publish(args.out, result, table(result))
     return 0
 
 

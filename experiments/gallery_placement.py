@@ -198,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                           "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
               "model": "nn4_small2, 96 px, random weights; gallery: synthetic 128-d unit vectors, one face per person",
               "top_k": TOP_K, "rows": rows}
-    results_file.save(Path(args.out), result, table(rows))
-    print(table(rows))
+    results_file.publish(Path(args.out), result, table(rows))
     return 0
 
 

@@ -143,9 +143,7 @@ def main(argv=None) -> int:
     except DeploymentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    markdown = table(result)
-    results_file.save(args.out, result, markdown)
-    print(markdown)
+    results_file.publish(args.out, result, table(result))
     return 0 if result["passed"] else 1
 
 

@@ -21,3 +21,11 @@ def save(out: Path, result: dict, markdown: str = "") -> Path:
     if markdown:
         out.with_suffix(".md").write_text(markdown.rstrip("\n") + "\n")
     return out
+
+
+def publish(out: Path, result: dict, markdown: str) -> Path:
+    """``save``, then show the person who ran the experiment its table and where it was written."""
+    out = save(out, result, markdown)
+    print(markdown)
+    print(f"written: {out} and {out.with_suffix('.md')}")
+    return out

@@ -132,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": {"cpus": os.cpu_count(),
                           "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
               "server": "serving.testing emulator (REST), loads a new version at its first request", "rows": rows}
-    results_file.save(Path(args.out), result, table(rows))
-    print(table(rows))
+    results_file.publish(Path(args.out), result, table(rows))
     return 0
 
 

@@ -185,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
               "clip": {"seconds": args.seconds, "fps": FPS, "width": SIZE[0], "height": SIZE[1], "codec": "mp4v",
                        "scenes": [{"seconds": s.seconds, "names": s.names, "drift_px_s": s.drift} for s in scenes]},
               "enrolled": sorted(enrol), "cpus": os.cpu_count(), "rows": rows}
-    results_file.save(args.out, result, markdown(result))
-    print(markdown(result))
+    results_file.publish(args.out, result, markdown(result))
     return 0
 
 
