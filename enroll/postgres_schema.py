@@ -29,6 +29,7 @@ WRITE_LOCK = 0x0FACE0002
 CHANNEL = "facenet_gallery"  # NOTIFY channel: payload = the gallery version after the write
 URL_SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_S = 10
+RECONNECT_EVERY_S = 1.0  # after an outage, pools retry at least this often (psycopg_pool doubles without a cap)
 
 
 def redact(url: str) -> str:
@@ -44,6 +45,30 @@ def check_url(url: str) -> str:
 
 def connection_kwargs() -> dict:
     return {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "facenet-enroll"}
+
+
+def open_pool(url: str, name: str, max_size: int, wait_s: float):
+    """A psycopg connection pool that reconnects within ``RECONNECT_EVERY_S`` of the database coming back.
+
+    psycopg_pool retries a lost connection after 1, 2, 4, 8, ... seconds for up to 5 minutes: after a
+    2-minute outage the API would answer 503 for up to 2 minutes more. Here the delay stops growing at
+    RECONNECT_EVERY_S and the pool never gives up (a replica outliving its database recovers by itself).
+    """
+    from psycopg_pool import ConnectionPool
+    from psycopg_pool.base import AttemptWithBackoff
+
+    class CappedBackoff(AttemptWithBackoff):
+        def update_delay(self, now: float) -> None:
+            super().update_delay(now)
+            self.delay = min(self.delay, RECONNECT_EVERY_S)
+
+    class ReconnectingPool(ConnectionPool):
+        def _add_connection(self, attempt, growing: bool = False) -> None:
+            super()._add_connection(attempt or CappedBackoff(timeout=self.reconnect_timeout), growing)
+
+    return ReconnectingPool(url, min_size=1, max_size=max(1, max_size), kwargs=connection_kwargs(),
+                            check=ConnectionPool.check_connection, timeout=wait_s,
+                            reconnect_timeout=float("inf"), name=name, open=True)
 
 
 def connect(url: str, autocommit: bool = False):

@@ -32,7 +32,7 @@ import numpy as np
 
 from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, Job, NotFound, Person, Unavailable,
                             check_new_faces, check_presence, crop_sha, held_out_row, validate_name)
-from enroll.postgres_schema import (CHANNEL, WRITE_LOCK, check_url, connection_kwargs, ensure_schema, first_line,
+from enroll.postgres_schema import (CHANNEL, WRITE_LOCK, check_url, ensure_schema, first_line, open_pool,
                                     redact)
 from enroll.schema import BUSY_TIMEOUT_S
 
@@ -54,13 +54,9 @@ class PostgresGallery:
     notify_channel = CHANNEL  # enroll/change_feed.py listens here when a gallery has one
 
     def __init__(self, url: str, pool_size: int = 4):
-        from psycopg_pool import ConnectionPool
-
         self.url = check_url(url)
         ensure_schema(self.url)  # connects once: an unreachable database fails here, in one line
-        self._pool = ConnectionPool(self.url, min_size=1, max_size=max(1, pool_size), kwargs=connection_kwargs(),
-                                    check=ConnectionPool.check_connection, timeout=CONNECTION_WAIT_S,
-                                    name="facenet-gallery", open=True)
+        self._pool = open_pool(self.url, "facenet-gallery", pool_size, CONNECTION_WAIT_S)
 
     def __repr__(self) -> str:
         return f"PostgresGallery({redact(self.url)!r})"

@@ -6,9 +6,10 @@ import threading
 import time
 
 from enroll.gallery import NotFound, Unavailable
-from enroll.postgres_schema import check_url, connection_kwargs, ensure_schema, first_line, redact
+from enroll.postgres_schema import check_url, ensure_schema, first_line, open_pool, redact
 from enroll.tokens import LAST_USED_EVERY_S, PREFIX, Token, check_token_name, digest, new_secret, parse_scopes
 
+TOKEN_WAIT_S = 10.0  # how long a request waits for a connection to check its token
 COLUMNS = "id, name, scopes, created, last_used, revoked"
 
 
@@ -18,12 +19,9 @@ def _token(row) -> Token:
 
 class PostgresTokenStore:
     def __init__(self, url: str):
-        from psycopg_pool import ConnectionPool
-
         self.url = check_url(url)
         ensure_schema(self.url)  # an unreachable database fails here, in one line
-        self._pool = ConnectionPool(self.url, min_size=1, max_size=2, kwargs=connection_kwargs(),
-                                    check=ConnectionPool.check_connection, timeout=10, name="facenet-tokens", open=True)
+        self._pool = open_pool(self.url, "facenet-tokens", 2, TOKEN_WAIT_S)
         self._touched: dict[int, float] = {}
         self._lock = threading.Lock()
 

@@ -220,3 +220,29 @@ def test_the_factory_chooses_by_url_and_refuses_bad_ones_in_one_line(tmp_path, m
         with pytest.raises(kind, match=message) as err:
             open_gallery(tmp_path, url=url)
         assert "\n" not in str(err.value) and "secret" not in str(err.value) and time.time() - started < 15
+
+
+def test_after_a_long_outage_the_pools_reconnect_within_a_second_or_two(postgres_url, postgres_server):
+    """psycopg_pool alone retries after 1, 2, 4, 8 s...: 9 s down would leave the API answering 503 for
+    up to 6 s more after the database came back. Our pools (postgres_schema.open_pool) cap the wait."""
+    from enroll.postgres_schema import RECONNECT_EVERY_S
+    from enroll.tokens import PREFIX
+    from enroll.tokens_postgres import PostgresTokenStore
+
+    gallery, tokens = PostgresGallery(postgres_url), PostgresTokenStore(postgres_url)
+    try:
+        gallery.list_people()
+        postgres_server.stop()
+        down = time.monotonic()
+        while time.monotonic() - down < 9:  # requests during the outage keep the pools retrying
+            with pytest.raises(Unavailable):
+                tokens.lookup(PREFIX + "x" * 40)
+            time.sleep(0.5)
+        postgres_server.start()
+        up = time.monotonic()
+        gallery.list_people()
+        tokens.lookup(PREFIX + "x" * 40)
+        assert RECONNECT_EVERY_S <= 1.0 and time.monotonic() - up < 3.0, time.monotonic() - up
+    finally:
+        tokens.close()
+        gallery.close()
