@@ -75,6 +75,12 @@ class TrainConfig:
     metric_weight: float = 1.0
     distill_weight: float = 0.0
     distill_relational_weight: float = 0.0
+    # A margin-softmax classifier over the training people beside the other terms (trainer/margin_softmax.py):
+    # "" = none | cosface | arcface; + margin_softmax_weight × its cross-entropy.
+    margin_softmax: str = ""
+    margin_softmax_weight: float = 1.0
+    margin_softmax_scale: float = 30.0
+    margin_softmax_margin: float = 0.35
     # Which checkpoint a finished run keeps as its model: "best" (highest validation accuracy) or "last".
     keep: str = "best"
     # identities: every person equally likely in a P×K batch (FaceNet's); photos: a person in
@@ -145,6 +151,7 @@ _CHOICES = {
     "train.precision": ("float32", "mixed_bfloat16"),
     "train.optimizer": ("adagrad", "adam"),
     "train.loss": ("semihard", "hard"),
+    "train.margin_softmax": ("", "cosface", "arcface"),
     "train.distance_metric": ("L2", "squared-L2", "angular"),
 }
 
@@ -206,7 +213,11 @@ def _check_ranges(cfg: Config) -> None:
                           "train.distill_weight")
     if distilling and not cfg.train.teacher:
         raise ConfigError("config keys 'train.distill_*' need a teacher: set train.teacher=dlib_resnet_v1")
-    if not distilling and cfg.train.metric_weight == 0:
+    if cfg.train.margin_softmax and not (cfg.train.margin_softmax_scale > 0 and cfg.train.margin_softmax_weight > 0
+                                         and 0 <= cfg.train.margin_softmax_margin < 1.5):
+        raise ConfigError("config keys 'train.margin_softmax_scale' and '_weight' must be > 0 and "
+                          "'train.margin_softmax_margin' in [0, 1.5)")
+    if not distilling and cfg.train.metric_weight == 0 and not cfg.train.margin_softmax:
         raise ConfigError("config key 'train.metric_weight' is 0 and nothing is distilled: there is no loss")
     if not 0 <= cfg.data.val_fraction + cfg.data.test_fraction < 1:
         raise ConfigError("config keys 'data.val_fraction' + 'data.test_fraction' must be in [0, 1)")

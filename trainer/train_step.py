@@ -8,12 +8,13 @@ distillation term (trainer/distill.py) is added on the same gathered batch.
 from __future__ import annotations
 
 
-def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance_metric: str, tcfg=None):
+def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance_metric: str, tcfg=None, head=None):
     """One optimizer step on a distributed P×K batch; returns (loss, active triplet fraction).
 
     The optimizer sums the replicas' gradients, so each replica back-propagates loss / replicas;
     the gradient of all_gather carries every replica's share back to where it was computed.
-    ``tcfg`` (a TrainConfig) adds the distillation term when it names a teacher.
+    ``tcfg`` (a TrainConfig) adds the distillation term when it names a teacher; ``head`` (a
+    trainer.margin_softmax.MarginHead) adds ``tcfg.margin_softmax_weight`` × its loss, and trains with the model.
     """
     import tensorflow as tf
 
@@ -22,6 +23,8 @@ def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance
 
     metric_weight = tcfg.metric_weight if tcfg else 1.0
     distill = (tcfg.distill_weight, tcfg.distill_relational_weight) if tcfg and tcfg.teacher else (0.0, 0.0)
+    head_weight = tcfg.margin_softmax_weight if tcfg and head is not None else 0.0
+    variables = model.trainable_variables + (list(head.trainable_variables) if head_weight else [])
 
     def replica_step(images, labels, *teacher):
         context = tf.distribute.get_replica_context()
@@ -37,9 +40,11 @@ def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance
             if any(distill):
                 targets, mask = (context.all_gather(t, axis=0) for t in teacher)
                 loss += distillation_loss(all_embeddings, targets, mask, *distill)
+            if head_weight:
+                loss += head_weight * head.loss(all_embeddings, all_labels)
             scaled_loss = loss / tf.cast(context.num_replicas_in_sync, loss.dtype)
-        gradients = tape.gradient(scaled_loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        gradients = tape.gradient(scaled_loss, variables)
+        optimizer.apply_gradients(zip(gradients, variables))
         return loss, active_triplet_fraction(all_labels, all_embeddings, margin, distance_metric)
 
     @tf.function

@@ -56,13 +56,14 @@ def train_worker(plan: RunPlan, in_ray: bool = False) -> dict:
     with replica.strategy.scope():
         model = build_model(cfg.model.name, cfg.model.embedding_dim, size)
         optimizer = make_optimizer(t, steps)
-        optimizer.build(model.trainable_variables)
+        head = _margin_head(t, len(plan.shards.train), cfg.model.embedding_dim)
+        optimizer.build(model.trainable_variables + (list(head.trainable_variables) if head else []))
     loss_fn = (TripletSemiHardLoss if t.loss == "semihard" else TripletHardLoss)(margin=t.margin,
                                                                                distance_metric=t.distance_metric)
     state = _restore(plan, replica, model, optimizer)
     counters = ComputeCounters.from_dict(state["compute"]) if state else ComputeCounters()
     batches = iter(replica.strategy.distribute_datasets_from_function(_dataset_fn(plan, cfg, replica)))
-    train_step = make_train_step(replica.strategy, model, optimizer, loss_fn, t.margin, t.distance_metric, t)
+    train_step = make_train_step(replica.strategy, model, optimizer, loss_fn, t.margin, t.distance_metric, t, head)
     flops_per_image = forward_flops(model, size)
     tracker = _chief_tracker(plan, cfg) if replica.is_chief else None
     metrics: dict = dict(state.get("metrics", {}))
@@ -102,6 +103,15 @@ def _replica(cfg: Config, in_ray: bool) -> _Replica:
         raise ConfigError(f"train.identities_per_batch={cfg.train.identities_per_batch} must be divisible by the "
                           f"{strategy.num_replicas_in_sync} replicas")
     return _Replica(strategy, rank, world, in_ray)
+
+
+def _margin_head(t, classes: int, dim: int):
+    """The margin-softmax head over the training people (``train.margin_softmax``), or None."""
+    if not t.margin_softmax:
+        return None
+    from trainer.margin_softmax import MarginHead
+
+    return MarginHead(classes, dim, t.margin_softmax, t.margin_softmax_scale, t.margin_softmax_margin, t.seed)
 
 
 def _restore(plan: RunPlan, replica: _Replica, model, optimizer) -> dict:
