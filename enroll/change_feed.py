@@ -35,6 +35,7 @@ from typing import Callable
 
 import numpy as np
 
+from enroll.gallery import Closeable
 from enroll.index import ExactIndex, top_people
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class ChangeListener(threading.Thread):
         self.join(timeout=5)
 
 
-class SyncedIndex:
+class SyncedIndex(Closeable):
     def __init__(self, gallery, model_version_fn: Callable[[], int],
                  build_index: Callable[[np.ndarray, list[str]], object] = exact_index, listen: bool = True):
         self.gallery, self.model_version_fn, self.build_index = gallery, model_version_fn, build_index
@@ -176,9 +177,3 @@ class SyncedIndex:
     def close(self) -> None:
         if self.listener:
             self.listener.stop()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

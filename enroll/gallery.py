@@ -77,6 +77,19 @@ class Job:
     result: dict = field(default_factory=dict)  # what the job measured, e.g. {"gate": {...}} (retrain_job.py)
 
 
+class Closeable:
+    """``with`` support for a store or index: leaving the block calls its ``close``."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class Gallery(Protocol):
     def add_person(self, name: str, faces: list[tuple[bytes, str]], embeddings: dict[int, np.ndarray], *,
                    append: bool = False, guard: Callable[[], None] | None = None) -> Person: ...

@@ -11,11 +11,11 @@ import time
 
 import numpy as np
 
-from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, Job, NotFound, Person, check_new_faces,
+from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Closeable, Face, GalleryError, Job, NotFound, Person, check_new_faces,
                             check_presence, crop_sha, held_out_row, validate_name)
 
 
-class InMemoryGallery:
+class InMemoryGallery(Closeable):
     def __init__(self):
         self._lock = threading.RLock()
         self._people: dict[str, Person] = {}
@@ -155,9 +155,3 @@ class InMemoryGallery:
 
     def close(self):
         pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, Job, NotFound, Person, Unavailable,
+from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Closeable, Face, GalleryError, Job, NotFound, Person, Unavailable,
                             check_new_faces, check_presence, crop_sha, held_out_row, validate_name)
 from enroll.postgres_schema import (CHANNEL, WRITE_LOCK, check_url, ensure_schema, first_line, open_pool,
                                     redact)
@@ -50,7 +50,7 @@ def _face(row) -> Face:
     return Face(int(row[0]), row[1], row[2], row[3], bool(row[4]))
 
 
-class PostgresGallery:
+class PostgresGallery(Closeable):
     notify_channel = CHANNEL  # enroll/change_feed.py listens here when a gallery has one
 
     def __init__(self, url: str, pool_size: int = 4):
@@ -251,12 +251,6 @@ class PostgresGallery:
 
     def close(self) -> None:
         self._pool.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 CONNECTION_WAIT_S = 15.0  # how long an operation waits for a pooled connection (the server restarting)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from enroll.crops import CropFiles
-from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Face, GalleryError, Job, NotFound, Person, check_new_faces,
+from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Closeable, Face, GalleryError, Job, NotFound, Person, check_new_faces,
                             check_presence, crop_sha, held_out_row, validate_name)
 from enroll.memory import InMemoryGallery
 from enroll.home import crops_dir, gallery_db
@@ -35,7 +35,7 @@ def _face(row) -> Face:
     return Face(row[0], row[1], row[2], row[3], bool(row[4]))
 
 
-class SqliteGallery:
+class SqliteGallery(Closeable):
     def __init__(self, home: str | Path):
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
@@ -239,9 +239,3 @@ class SqliteGallery:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

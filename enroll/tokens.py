@@ -20,7 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Protocol
 
-from enroll.gallery import GalleryError, NotFound
+from enroll.gallery import Closeable, GalleryError, NotFound
 
 SCOPES = ("identify", "enrol", "admin")
 PREFIX = "fnk_"
@@ -80,7 +80,7 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class SqliteTokenStore:
+class SqliteTokenStore(Closeable):
     """The ``api_tokens`` table of the home's ``gallery.db`` (enroll/schema.py; its own connection)."""
 
     COLUMNS = "id, name, scopes, created, last_used, revoked"
@@ -148,12 +148,6 @@ class SqliteTokenStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def open_token_store(home) -> TokenStore:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from enroll.gallery import NotFound, Unavailable
+from enroll.gallery import Closeable, NotFound, Unavailable
 from enroll.postgres_schema import check_url, ensure_schema, first_line, open_pool, redact
 from enroll.tokens import LAST_USED_EVERY_S, PREFIX, Token, check_token_name, digest, new_secret, parse_scopes
 
@@ -17,7 +17,7 @@ def _token(row) -> Token:
     return Token(int(row[0]), row[1], tuple(row[2].split(",")), row[3], row[4], row[5])
 
 
-class PostgresTokenStore:
+class PostgresTokenStore(Closeable):
     def __init__(self, url: str):
         self.url = check_url(url)
         ensure_schema(self.url)  # an unreachable database fails here, in one line
@@ -69,9 +69,3 @@ class PostgresTokenStore:
 
     def close(self) -> None:
         self._pool.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
