@@ -7,7 +7,10 @@ Everything that opens the gallery for real use (the CLI, retraining jobs, promot
 export, the API) calls ``open_gallery``; an explicit ``url`` overrides the environment. The home
 still holds the models, ``PRODUCTION`` and exports with either backend: only the gallery moves.
 Retraining jobs run elsewhere (Ray), so ``backend_env`` is what they must inherit to open the same
-gallery.
+gallery: the URL without its password, since a Ray job's environment is shown to anyone who can see
+the dashboard. The job's processes take the password from $PGPASSWORD (or ~/.pgpass) on the Ray
+nodes, as libpq does for a URL without one: ``head_env`` sets it for a Ray head that enroll starts
+itself, and the Kubernetes Ray Pods get it from the gallery's Secret (k8s/training/raycluster.yaml).
 """
 from __future__ import annotations
 
@@ -62,9 +65,21 @@ def open_gallery(home, create: bool = False, url: str | None = None, pool_size: 
 
 
 def backend_env(url: str | None = None) -> dict[str, str]:
-    """Environment variables a process started for this home (a Ray job) needs to reach its gallery."""
+    """Environment variables a Ray job for this home needs to reach its gallery, its password left out."""
+    from enroll.postgres_schema import split_password
+
     url = gallery_url(url)
-    return {URL_ENV: url} if url else {}
+    return {URL_ENV: split_password(url)[0]} if url else {}
+
+
+def head_env(url: str | None = None) -> dict[str, str]:
+    """What a Ray head that enroll starts for retraining adds to its environment: the gallery's
+    password as $PGPASSWORD (unless one is set), which its jobs then inherit outside the job spec."""
+    from enroll.postgres_schema import split_password
+
+    url = gallery_url(url)
+    password = split_password(url)[1] if url else None
+    return {"PGPASSWORD": password} if password is not None and "PGPASSWORD" not in os.environ else {}
 
 
 def gallery_rows(home, version: int, notes: list[str] | None = None) -> tuple[list[str], np.ndarray]:

@@ -37,6 +37,15 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
+def split_password(url: str) -> tuple[str, str | None]:
+    """(``url`` without its password, the password percent-decoded or None). A process given the first
+    finds the second where libpq looks when a URL has none: $PGPASSWORD or ~/.pgpass."""
+    from urllib.parse import unquote
+
+    match = re.match(r"^([a-z]+://[^:/@]*):([^@/]*)@(.*)$", url, re.S)
+    return (f"{match[1]}@{match[3]}", unquote(match[2])) if match else (url, None)
+
+
 def check_url(url: str) -> str:
     if not isinstance(url, str) or not url.startswith(URL_SCHEMES):
         raise GalleryError(f"gallery URL {redact(str(url))!r} is not a PostgreSQL URL (postgresql://user@host:port/db)")

@@ -33,7 +33,7 @@ def _auth_headers() -> dict | None:
     return {"Authorization": f"Bearer {token}"} if token else None
 
 
-def _job_client(address: str, start_head: bool = True):
+def _job_client(address: str, start_head: bool = True, env: dict[str, str] | None = None):
     from ray.job_submission import JobSubmissionClient
 
     if address:
@@ -52,7 +52,7 @@ def _job_client(address: str, start_head: bool = True):
             agent_port = probe.getsockname()[1]
         subprocess.run([ray, "start", "--head", "--dashboard-host", "127.0.0.1", "--disable-usage-stats",
                         "--dashboard-agent-listen-port", str(agent_port)],
-                       check=True, capture_output=True, timeout=120)
+                       check=True, capture_output=True, timeout=120, env={**os.environ, **(env or {})})
         last = ""
         for _ in range(60):
             try:
@@ -67,7 +67,7 @@ def submit_retrain(home=None, reason: str = "", gallery=None, address: str = "",
                    start_head: bool = True) -> tuple[int, str, str]:
     """Submit a warm-start retraining; returns (job id, Ray submission id, message). Without an
     address and a local head, one is started, unless ``start_head`` is False (the API's case)."""
-    from enroll.backends import backend_env, open_gallery
+    from enroll.backends import backend_env, head_env, open_gallery
     from enroll.settings import load_settings
 
     home = resolve_home(home)
@@ -82,7 +82,7 @@ def submit_retrain(home=None, reason: str = "", gallery=None, address: str = "",
                                              "class_changes": len(pending), "ray_address": dashboard,
                                              "token": uuid.uuid4().hex[:6]}, state="submitted")
         try:
-            client, started = _job_client(address if address.startswith("http") else "", start_head)
+            client, started = _job_client(address if address.startswith("http") else "", start_head, head_env())
             submission = submission_id(next(j for j in gallery.jobs() if j.id == job_id))
             python = sys.executable if not address else "python"
             # Submitting can race the dashboard agent's start-up on a fresh head: retry briefly.

@@ -46,8 +46,9 @@ def free_port() -> int:
 class PostgresServer:
     """One throw-away server; ``url`` is its default database's connection URL."""
 
-    def __init__(self, binaries: Path, durable: bool = False):
+    def __init__(self, binaries: Path, durable: bool = False, password: str | None = None):
         self.bin, self.durable = binaries, durable  # durable: fsync on, as a real server (experiments)
+        self.password = password  # None: trust; else the postgres user's, checked by scram-sha-256
         self.root = Path(tempfile.mkdtemp(prefix="facenet-pg-"))  # not pytest's tmp: postgres must reach it
         self.data, self.log = self.root / "data", self.root / "server.log"
         self.port = free_port()
@@ -55,7 +56,13 @@ class PostgresServer:
         if self.as_postgres:
             ids = pwd.getpwnam("postgres")
             os.chown(self.root, ids.pw_uid, ids.pw_gid)
-        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync",
+        auth = ["--auth=trust"]
+        if password is not None:
+            (self.root / "pwfile").write_text(password + "\n")
+            if self.as_postgres:
+                os.chown(self.root / "pwfile", ids.pw_uid, ids.pw_gid)
+            auth = ["--auth=scram-sha-256", f"--pwfile={self.root / 'pwfile'}"]
+        self._run("initdb", "-D", self.data, "-U", "postgres", *auth, "-E", "UTF8", "--no-sync",
                   "--locale=C.UTF-8")
         self.start()
 
@@ -66,7 +73,10 @@ class PostgresServer:
         return subprocess.run(command, capture_output=True, text=True, check=check, timeout=120)
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        from urllib.parse import quote
+
+        user = "postgres" if self.password is None else f"postgres:{quote(self.password, safe='')}"
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"

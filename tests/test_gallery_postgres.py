@@ -246,3 +246,28 @@ def test_after_a_long_outage_the_pools_reconnect_within_a_second_or_two(postgres
     finally:
         tokens.close()
         gallery.close()
+
+
+def test_ray_jobs_get_the_gallery_url_without_its_password(monkeypatch):
+    """A Ray job's environment is on the dashboard: it carries the URL without the password, which the
+    job's processes find in $PGPASSWORD (set for a Ray head enroll starts; from the Secret in k8s)."""
+    from enroll.backends import head_env
+    from tests.postgres_server import PostgresServer, skip_without_postgres
+
+    secret = "s3cr/t@:x%"
+    server = PostgresServer(skip_without_postgres(), password=secret)
+    try:
+        url = server.url()
+        monkeypatch.delenv("PGPASSWORD", raising=False)
+        monkeypatch.setenv("PGPASSFILE", "/nonexistent")
+        job_env = backend_env(url)
+        assert job_env == {URL_ENV: f"postgresql://postgres@127.0.0.1:{server.port}/postgres"}
+        with pytest.raises(Unavailable, match="password"):
+            connect(job_env[URL_ENV]).close()
+        connect(url).close()  # the full URL works as it is
+        assert head_env(url) == {"PGPASSWORD": secret}
+        monkeypatch.setenv("PGPASSWORD", head_env(url)["PGPASSWORD"])
+        connect(job_env[URL_ENV]).close()  # what the job does: URL from its spec, password from the node
+        assert head_env(url) == {}  # an operator's own PGPASSWORD is left alone
+    finally:
+        server.close()

@@ -810,6 +810,8 @@ def test_enroll_serving_sync_writes_where_tf_serving_reads():
     # Every writer of the home uses the same path: retraining promotions on Ray land where the API reads.
     for pod in (p for p in PODS if p.ray and p.long_running):
         assert _env(pod.spec["containers"][0]).get("FACENET_HOME") == _enroll_home(), pod.origin
+        # Their jobs get the gallery URL without its password (enroll/backends.py); libpq reads it here.
+        assert _secret_ref(pod.spec["containers"][0], "PGPASSWORD") == {"name": "enroll-postgres", "key": "password"}
     serving = _one("Deployment", "tf-serving").body["spec"]["template"]["spec"]
     _mounts_models_volume(serving, serving["containers"][0], writable=False)
 
