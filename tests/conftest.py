@@ -41,3 +41,17 @@ def synthetic_root(tmp_path_factory):
     from tests.synthetic import make_identity_folders
 
     return make_identity_folders(tmp_path_factory.mktemp("synthetic") / "faces", identities=12, images=6)
+
+
+@pytest.fixture(scope="session")
+def trained_run(synthetic_root, tmp_path_factory, local_ray):
+    """One tiny, briefly trained run for every test that needs a production model (read-only: homes
+    are made from it with `enroll init --run`), trained once per session rather than once per module."""
+    from tests.test_train import smoke_config
+    from trainer import train
+
+    tmp = tmp_path_factory.mktemp("enroll-run")
+    cfg = smoke_config(synthetic_root, tmp, epochs=1, steps_per_epoch=4, run_name="tiny-enroll")
+    plan = train.plan_run(cfg, None, progress=False)
+    train.launch(plan, cfg)
+    return Path(plan.run_dir)

@@ -17,7 +17,7 @@ import pytest
 from enroll import cli, clustering
 from enroll.index import normalise
 from enroll.store import SqliteGallery
-from tests.test_enroll_cli import enroll, lfw, photo, run_json, state, trained_run  # noqa: F401  (fixtures)
+from tests.test_enroll_cli import enroll, lfw, photo, run_json, state  # noqa: F401  (fixtures)
 
 SIZES = [9, 7, 5, 4, 3]  # distinct sizes: the canonical numbering (largest first) is the truth's
 

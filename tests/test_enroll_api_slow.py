@@ -15,7 +15,7 @@ import pytest
 
 from enroll import cli
 from tests.api_server import model_home, running_api
-from tests.test_enroll_cli import lfw, photo, trained_run  # noqa: F401  (module fixtures reused)
+from tests.test_enroll_cli import lfw, photo  # noqa: F401  (module fixtures reused)
 from tests.test_retrain import ray_head, settings  # noqa: F401
 
 pytestmark = pytest.mark.slow

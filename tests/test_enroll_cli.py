@@ -15,21 +15,9 @@ import pytest
 
 from enroll import cli
 from enroll.store import SqliteGallery
-from tests.test_train import smoke_config
 
 REPO = Path(__file__).resolve().parents[1]
 PEOPLE = ["Colin_Powell", "Donald_Rumsfeld", "George_W_Bush", "Gerhard_Schroeder"]
-
-
-@pytest.fixture(scope="module")
-def trained_run(synthetic_root, tmp_path_factory, local_ray):
-    from trainer import train
-
-    tmp = tmp_path_factory.mktemp("enroll-run")
-    cfg = smoke_config(synthetic_root, tmp, epochs=1, steps_per_epoch=4, run_name="tiny-enroll")
-    plan = train.plan_run(cfg, None, progress=False)
-    train.launch(plan, cfg)
-    return Path(plan.run_dir)
 
 
 @pytest.fixture(scope="module")

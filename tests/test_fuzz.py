@@ -49,7 +49,7 @@ from hypothesis import strategies as st
 
 from enroll import cli
 from enroll.store import SqliteGallery
-from tests.test_enroll_cli import home, lfw, trained_run  # noqa: F401  (module fixtures reused)
+from tests.test_enroll_cli import home, lfw  # noqa: F401  (module fixtures reused)
 
 REPO = Path(__file__).resolve().parents[1]
 

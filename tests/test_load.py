@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from enroll.store import SqliteGallery
-from tests.test_enroll_cli import home, lfw, trained_run  # noqa: F401  (module fixtures reused)
+from tests.test_enroll_cli import home, lfw  # noqa: F401  (module fixtures reused)
 
 REPO = Path(__file__).resolve().parents[1]
 SECONDS = 25  # of load; start-up (16 TensorFlow processes on 2 cores) and the after-check come on top

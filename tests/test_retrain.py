@@ -20,7 +20,7 @@ import yaml
 
 from enroll import cli
 from enroll.store import SqliteGallery
-from tests.test_enroll_cli import home, lfw, photo, trained_run  # noqa: F401  (module fixtures reused)
+from tests.test_enroll_cli import home, lfw, photo  # noqa: F401  (module fixtures reused)
 
 DASHBOARD_PORT = 8299
 

@@ -19,7 +19,7 @@ from enroll import cli
 from enroll.forget import served_people
 from enroll.store import SqliteGallery
 from serving import versions
-from tests.test_enroll_cli import home, lfw, photo, trained_run  # noqa: F401  (module fixtures reused)
+from tests.test_enroll_cli import home, lfw, photo  # noqa: F401  (module fixtures reused)
 from tests.test_retrain import jobs, ray_head, settings  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from enroll.index import normalise
 from enroll.tracking import MAX_MISSED, FaceTracker, Sighting
 from enroll.video import Sampling, VideoError, is_video, open_video
 from experiments.video_identify import Scene, make_clip
-from tests.test_enroll_cli import enroll, photo, trained_run  # noqa: F401  (trained_run: a fixture)
+from tests.test_enroll_cli import enroll, photo
 
 A, B = "Colin_Powell", "Donald_Rumsfeld"  # one face each in their _0001 photos
 
