@@ -187,7 +187,8 @@ def plot(n: Figures, rounds: list[Round], path: Path) -> None:
     axes[4].set(title="cumulative training compute", xlabel="round", ylabel="TFLOPs")
     axes[5].bar(x, [r.adpt_over_prim_flops for r in rounds], color=["C2" if r.reached_target else "C3" for r in rounds])
     axes[5].axhline(COMPUTE_TARGET, color="k", linestyle="--")
-    axes[5].set(title="N_adpt / N_prim FLOPs (red: target missed)", xlabel="round")
+    axes[5].set(title="N_adpt / N_prim FLOPs (dashed: the 0.05 goal;\ngreen: N_prim's accuracy reached, red: not)",
+                xlabel="round")
     for axis in axes[:5]:
         axis.grid(alpha=0.3)
         axis.legend()
