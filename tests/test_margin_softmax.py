@@ -95,3 +95,12 @@ def test_a_run_with_the_head_learns_and_ships_the_embedding_network_alone(synthe
     assert results["test"]["auc"] > 0.75, results["test"]
     model = keras.models.load_model(f"{plan.run_dir}/model", compile=False)
     assert model.output_shape == (None, 128)  # the class weights stayed behind
+
+
+def test_warm_starts_train_without_the_head():
+    from trainer.warm_start import warm_start_config
+
+    base = config_lib.from_dict({"data": {"source": "x"}, "train": {"margin_softmax": "cosface", "metric_weight": 0.0}})
+    warm = warm_start_config(base, epochs=2)
+    assert warm.train.margin_softmax == "" and warm.train.metric_weight == 1.0 and warm.train.epochs == 2
+    assert base.train.margin_softmax == "cosface"  # the base run's config is left as it was

@@ -34,4 +34,11 @@ def warm_start_config(base: Config, *, epochs: int | None = None, steps_per_epoc
     cfg.train.stop_when = stop_when
     cfg.train.run_name = run_name or cfg.train.run_name
     cfg.train.out_dir = out_dir or cfg.train.out_dir
+    if cfg.train.margin_softmax:
+        # The class head is not checkpointed and its people change with every warm start: a fresh,
+        # random head's first gradients would pull the trained embedding apart before it had learned
+        # anything. Warm starts train on the metric (and distillation) terms instead.
+        cfg.train.margin_softmax = ""
+        if not (cfg.train.metric_weight or cfg.train.distill_weight or cfg.train.distill_relational_weight):
+            cfg.train.metric_weight = 1.0
     return cfg
