@@ -217,14 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     if not all(0 < far < 1 for far in args.far_targets):
         print(f"error: --far-targets must lie in (0, 1), got {args.far_targets}", file=sys.stderr)
         return 2
-    try:
-        result = run(args.run, args.far_targets)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    result["command"] = results_file.command("closed_set", argv)
-    results_file.publish(args.out, result, table(result))
-    return 0
+    return results_file.measure_and_publish("closed_set", argv, args.out, lambda: run(args.run, args.far_targets), table)
 
 
 if __name__ == "__main__":

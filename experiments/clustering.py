@@ -202,14 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if not all(0 < far < 1 for far in args.far_targets) or args.max_per_identity < 0:
         print("error: --far-targets must lie in (0, 1) and --max-per-identity be >= 0", file=sys.stderr)
         return 2
-    try:
-        result = run(args.run, args.data, args.far_targets, args.max_per_identity)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    result["command"] = results_file.command("clustering", argv)
-    results_file.publish(args.out, result, table(result))
-    return 0
+    return results_file.measure_and_publish("clustering", argv, args.out, lambda: run(args.run, args.data, args.far_targets, args.max_per_identity), table)
 
 
 if __name__ == "__main__":

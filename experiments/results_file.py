@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 
 def command(module: str, argv: list[str] | None) -> str:
@@ -29,3 +30,17 @@ def publish(out: Path, result: dict, markdown: str) -> Path:
     print(markdown)
     print(f"written: {out} and {out.with_suffix('.md')}")
     return out
+
+
+def measure_and_publish(module: str, argv: list[str] | None, out: Path, measure: Callable[[], dict],
+                        table: Callable[[dict], str]) -> int:
+    """An experiment's ``main`` after its arguments: ``measure()``, then ``publish`` the result with its
+    command; a missing file or bad data is one ``error:`` line and exit 2, nothing written."""
+    try:
+        result = measure()
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    result["command"] = command(module, argv)
+    publish(out, result, table(result))
+    return 0
