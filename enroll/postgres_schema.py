@@ -32,9 +32,12 @@ CONNECT_TIMEOUT_S = 10
 RECONNECT_EVERY_S = 1.0  # after an outage, pools retry at least this often (psycopg_pool doubles without a cap)
 
 
+_USER_PASSWORD = re.compile(r"(://[^:/@]*):([^@/]*)@")  # ://user:password@ in a connection URL
+
+
 def redact(url: str) -> str:
     """``url`` without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    return _USER_PASSWORD.sub(r"\1:***@", url)
 
 
 def split_password(url: str) -> tuple[str, str | None]:
@@ -42,8 +45,10 @@ def split_password(url: str) -> tuple[str, str | None]:
     finds the second where libpq looks when a URL has none: $PGPASSWORD or ~/.pgpass."""
     from urllib.parse import unquote
 
-    match = re.match(r"^([a-z]+://[^:/@]*):([^@/]*)@(.*)$", url, re.S)
-    return (f"{match[1]}@{match[3]}", unquote(match[2])) if match else (url, None)
+    match = _USER_PASSWORD.search(url)
+    if not match:
+        return url, None
+    return url[:match.start()] + match[1] + "@" + url[match.end():], unquote(match[2])
 
 
 def check_url(url: str) -> str:
