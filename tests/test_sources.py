@@ -200,6 +200,10 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
 
     assert checkpoints.resolve_checkpoint(tmp_path / "runs" / "d").name == f"epoch-{best:04d}"
     assert "benchmark eight: accuracy" in done.stdout
+    # A quiet console: TensorFlow's start-up lines go to the run's train.log, whose path is printed.
+    log = tmp_path / "runs" / "d" / "train.log"
+    assert f"full log: {log}" in done.stdout and "benchmark eight: accuracy" in log.read_text()
+    assert "oneDNN" in log.read_text() and "oneDNN" not in done.stdout + done.stderr
     bench = run_results.load(tmp_path / "runs" / "d")["benchmarks"]["eight"]
     assert bench["pairs"] == 16 and 0 <= bench["accuracy"] <= 1
     from mlflow.tracking import MlflowClient

@@ -1,4 +1,4 @@
-"""A quiet console and a full log file for long commands (``experiments/lifecycle.py``).
+"""A quiet console and a full log file for long commands (``trainer.train``, ``experiments/lifecycle.py``).
 
 Inside ``with capture(log_path):`` the terminal shows what a person running the command needs —
 stage headers, progress bars (tqdm, Keras' Progbar, also the chief Ray worker's), per-epoch lines,

@@ -39,11 +39,14 @@ class _TrainingSet:
         self.photos += photos
 
 
-def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=None) -> RunPlan:
+def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=None,
+             run_dir: Path | None = None) -> RunPlan:
     """Prepare data, split identities and create the run directory; return the saved plan.
 
     ``split`` (a ``splits.Split``) fixes which identities train, validate and test, for
     experiments that compare runs on changing data; by default the seeded split of the config.
+    ``run_dir``: the directory ``new_run_dir`` chose beforehand (``trainer.train`` logs into it
+    while data is prepared); by default it is chosen here.
     """
     from trainer.models import NATIVE_INPUT_SIZE
     from trainer.prepare import prepare
@@ -72,9 +75,10 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     if len(training.shards) < cfg.train.identities_per_batch:
         raise DatasetError(f"the training split has {len(training.shards)} usable identities, fewer than "
                            f"train.identities_per_batch={cfg.train.identities_per_batch}")
-    run_dir, name = _new_run_dir(cfg, config_path)
+    run_dir = new_run_dir(cfg, config_path, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     plan = RunPlan(
-        config=cfg.to_dict(), run_dir=str(run_dir), run_name=name, image_size=size,
+        config=cfg.to_dict(), run_dir=str(run_dir), run_name=run_dir.name, image_size=size,
         manifest=manifest["path"], data_fingerprint=manifest["fingerprint"], data_counts=manifest["counts"],
         source_counts=counts, split=split, shards=Shards(training.shards, held["val"], held["test"]),
         train_weights=training.weights, train_unlabeled=training.unlabeled, train_photos=training.photos,
@@ -142,14 +146,17 @@ def _add_source(cfg: Config, source, size: int, split, training: _TrainingSet, h
     return extra["counts"]
 
 
-def _new_run_dir(cfg: Config, config_path: str | None) -> tuple[Path, str]:
-    name = cfg.train.run_name or f"{Path(config_path).stem if config_path else 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = (Path(cfg.train.out_dir) / name).resolve()
+def new_run_dir(cfg: Config, config_path: str | None, run_dir: Path | None = None) -> Path:
+    """Where a new run goes (``train.out_dir``/``train.run_name``, or the config's name and the time);
+    refused if a run was already planned there. Not created here."""
+    if run_dir is None:
+        stem = Path(config_path).stem if config_path else "run"
+        run_dir = Path(cfg.train.out_dir) / (cfg.train.run_name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = Path(run_dir).resolve()
     if (run_dir / PLAN_FILE).exists():
         raise ConfigError(f"run directory {run_dir} already exists: choose another train.run_name, "
                           f"or continue it with --resume {run_dir}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir, name
+    return run_dir
 
 
 def resume_plan(run_dir: str, overrides: list[str]) -> tuple[RunPlan, Config]:

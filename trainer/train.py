@@ -15,18 +15,21 @@ driver evaluates the kept model on the config's benchmarks (trainer/evaluation/b
 """
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from trainer import checkpoints, cliargs, config as config_lib, run_results
+from trainer import checkpoints, cliargs, config as config_lib, console, run_results
 from trainer.config import Config, ConfigError, resolve_path
 from trainer.evaluation.benchmark import run_benchmarks
-from trainer.plan import open_tracking, plan_run, resume_plan
+from trainer.plan import new_run_dir, open_tracking, plan_run, resume_plan
 from trainer.prepare import DatasetError
 from trainer.run_plan import RunPlan
 from trainer.train_step import make_train_step
 from trainer.worker import ray_train_worker, train_worker
+
+LOG_NAME = "train.log"  # in the run directory; --resume appends to it
 
 __all__ = ["launch", "main", "make_train_step", "plan_run", "resume_plan", "run_tracked", "train_worker"]
 
@@ -73,21 +76,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-from", metavar="CHECKPOINT", help="warm start: initial weights from a checkpoint or run")
     args = parser.parse_args(argv)
     try:
-        if args.resume:
-            plan, cfg = resume_plan(resolve_path(args.resume), args.set)
-        else:
-            if not args.config and not args.set:
-                raise ConfigError("give --config experiments/<name>.yaml (or --resume RUN_DIR)")
-            cfg = config_lib.load(args.config, args.set)
-            init_from = args.init_from or cfg.train.init_from
-            if init_from:
-                init_from = str(checkpoints.resolve_checkpoint(resolve_path(init_from)))
-            plan = plan_run(cfg, args.config)
-            plan.init_from = init_from or ""  # saved with the plan by open_tracking
-        results = run_tracked(plan, cfg)
+        plan, cfg, run_dir = _plan_or_resume(args)
     except (ConfigError, DatasetError, OSError) as exc:
         print(f"error: {cliargs.one_line(exc)}", file=sys.stderr)
         return 2
+    # The terminal gets stage headers, the chief's progress bar, epoch lines and results; the run's
+    # train.log gets everything (TensorFlow's and Ray's logs included). See trainer/console.py.
+    created = _first_missing(run_dir)  # what the log file's directories add, removed again if refused
+    with console.capture(run_dir / LOG_NAME) as log:
+        print(f"full log: {log.path}", flush=True)
+        try:
+            if plan is None:  # a new run: prepare its data (minutes on a cold cache) with the log open
+                plan = plan_run(cfg, args.config, run_dir=run_dir)
+                plan.init_from = _init_from(args, cfg)  # saved with the plan by open_tracking
+            results = run_tracked(plan, cfg)
+        except (ConfigError, DatasetError, OSError) as exc:
+            print(f"error: {cliargs.one_line(exc)}", file=sys.stderr)
+            refused = plan is None
+        else:
+            _print_results(plan, results)
+            return 0
+    if refused and created:  # refused before anything was planned: leave no run directory behind
+        shutil.rmtree(created, ignore_errors=True)
+    return 2
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory on the way to ``path`` that does not exist yet (None: all do)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return missing
+        missing = folder
+    return missing
+
+
+def _plan_or_resume(args) -> tuple[RunPlan | None, Config, Path]:
+    """A resumed run's plan, or (before any data is prepared) a new run's config and directory."""
+    if args.resume:
+        plan, cfg = resume_plan(resolve_path(args.resume), args.set)
+        return plan, cfg, Path(plan.run_dir)
+    if not args.config and not args.set:
+        raise ConfigError("give --config experiments/<name>.yaml (or --resume RUN_DIR)")
+    cfg = config_lib.load(args.config, args.set)
+    _init_from(args, cfg)  # a missing checkpoint is refused now, not after data preparation
+    return None, cfg, new_run_dir(cfg, args.config)
+
+
+def _init_from(args, cfg: Config) -> str:
+    init_from = args.init_from or cfg.train.init_from
+    return str(checkpoints.resolve_checkpoint(resolve_path(init_from))) if init_from else ""
+
+
+def _print_results(plan: RunPlan, results: dict) -> None:
     test = results.get("test", {})
     print(f"run: {plan.run_dir}")
     if test:
@@ -96,8 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     total = results["compute"]
     print(f"compute: steps={total['steps']} images={total['images']} train_flops={total['train_flops']:.3g} "
           f"wall_seconds={total['wall_seconds']:.1f}")
-    return 0
-
 
 
 if __name__ == "__main__":
