@@ -25,6 +25,7 @@ examples per property instead; ``-m slow`` runs the module once more with a larg
 tried per property is printed at the end and written to ``$FACENET_TEST_ARTIFACTS/fuzz_cases.json``
 (default ``test-artifacts/``).
 """
+import contextlib
 import io
 import json
 import os
@@ -40,6 +41,7 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -385,6 +387,8 @@ def stubbed_work():
                                                                          "wall_seconds": 0.0}})
         mp.setattr(prepare, "prepare", lambda *a, **k: {"dir": "stub", "counts": {}})
         mp.setattr(prepare, "prune", lambda cache_dir: 0)
+        # No runs/<run>/train.log for argv that passes: the terminal (capsys) is what is checked.
+        mp.setattr(train.console, "capture", lambda path: contextlib.nullcontext(SimpleNamespace(path=path)))
         mp.setattr(export, "export", lambda *a, **k: Path("stub/1"))
         mp.setattr(export, "write_models_config", lambda *a, **k: None)
         yield

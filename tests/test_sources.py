@@ -68,7 +68,8 @@ def test_prealigned_photos_without_a_detectable_face_are_resized_and_counted(tmp
     assert detected["counts"]["no_face"] == 6 and detected["counts"]["faces_aligned"] == 0
 
 
-def test_training_on_several_sources_namespaces_and_weights_them(tmp_path, local_ray):
+def test_training_on_several_sources_namespaces_and_weights_them(tmp_path, local_ray, capsys):
+    from trainer.prepare import main as prepare_main
     from trainer.train import plan_run
 
     make_identity_folders(tmp_path / "main", identities=10, images=4)
@@ -78,7 +79,13 @@ def test_training_on_several_sources_namespaces_and_weights_them(tmp_path, local
                  "val_fraction": 0.2, "test_fraction": 0.2,
                  "sources": [{"path": str(tmp_path / "more"), "align": "resized", "weight": 3.0, "max_per_identity": 2}]},
         "model": {"name": "tiny"}, "train": {"identities_per_batch": 4, "out_dir": str(tmp_path / "runs")}})
+    # `trainer.prepare --config` prepares every source a run of the config reads; the run then reuses them.
+    (tmp_path / "two.yaml").write_text(json.dumps(cfg.to_dict()))
+    assert prepare_main(["--config", str(tmp_path / "two.yaml")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2  # "prepared <dir>: <counts>" per source
+    shards = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.tfrecord")}
     plan = plan_run(cfg, None, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.tfrecord")} == shards
     extra = [n for n in plan.split.train if n.startswith("more/")]
     assert len(extra) == 4 and not any(n.startswith("more/") for n in plan.split.test)
     assert plan.train_weights.count(3.0) == 4 and len(plan.train_weights) == len(plan.shards.train)

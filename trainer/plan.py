@@ -49,12 +49,10 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     while data is prepared); by default it is chosen here.
     """
     from trainer.models import NATIVE_INPUT_SIZE
-    from trainer.prepare import prepare
     from trainer.splits import shard_paths, split_identities
 
     size = _check_inputs(cfg) or NATIVE_INPUT_SIZE[cfg.model.name]
-    manifest = prepare(cfg.data.source, cfg.data.cache_dir, size, cfg.data.align, cfg.data.max_identities,
-                       cfg.data.prepare_workers, cfg.ray.address, progress, teacher=cfg.train.teacher)
+    manifest = _prepare_main(cfg, size, progress)
     aligned = {name: entry["aligned"] for name, entry in manifest["identities"].items()}
     if split is None:
         split = split_identities(aligned, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed,
@@ -68,8 +66,7 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     for source in cfg.data.sources:
         counts[config_lib.source_name(source)] = _add_source(cfg, source, size, split, training, held, progress)
     if cfg.data.extra_source:
-        extra = prepare(cfg.data.extra_source, cfg.data.cache_dir, size, False, 0, cfg.data.prepare_workers,
-                        cfg.ray.address, progress, teacher=cfg.train.teacher)
+        extra = _prepare_extra(cfg, size, progress)
         names = sorted(n for n, e in extra["identities"].items() if e["aligned"] >= 1)
         training.add(shard_paths(extra, names), [extra["identities"][n]["aligned"] for n in names])
     if len(training.shards) < cfg.train.identities_per_batch:
@@ -128,12 +125,10 @@ def _check_inputs(cfg: Config) -> int:
 def _add_source(cfg: Config, source, size: int, split, training: _TrainingSet, held: dict, progress: bool) -> dict:
     """Prepare one ``data.sources`` entry and add its identities, namespaced ``<name>/<identity>``,
     to the training set (and, with ``split: true``, to validation and test); returns its counts."""
-    from trainer.prepare import prepare
     from trainer.splits import Split, shard_paths, split_identities
 
     name = config_lib.source_name(source)
-    extra = prepare(source.path, cfg.data.cache_dir, size, ALIGN_MODES[source.align], 0, cfg.data.prepare_workers,
-                    cfg.ray.address, progress, teacher=cfg.train.teacher, max_per_identity=source.max_per_identity)
+    extra = _prepare_source(cfg, source, size, progress)
     least = cfg.data.min_images_per_identity if source.labeled else 1  # unlabeled photos need no pair
     usable = {n: e["aligned"] for n, e in extra["identities"].items() if e["aligned"] >= least}
     own = split_identities(usable, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed, 2) \
@@ -144,6 +139,41 @@ def _add_source(cfg: Config, source, size: int, split, training: _TrainingSet, h
     held["val"] += shard_paths(extra, own.val)
     held["test"] += shard_paths(extra, own.test)
     return extra["counts"]
+
+
+def _prepare_main(cfg: Config, size: int, progress: bool) -> dict:
+    from trainer.prepare import prepare
+
+    return prepare(cfg.data.source, cfg.data.cache_dir, size, cfg.data.align, cfg.data.max_identities,
+                   cfg.data.prepare_workers, cfg.ray.address, progress, teacher=cfg.train.teacher)
+
+
+def _prepare_source(cfg: Config, source, size: int, progress: bool) -> dict:
+    from trainer.prepare import prepare
+
+    return prepare(source.path, cfg.data.cache_dir, size, ALIGN_MODES[source.align], 0, cfg.data.prepare_workers,
+                   cfg.ray.address, progress, teacher=cfg.train.teacher, max_per_identity=source.max_per_identity)
+
+
+def _prepare_extra(cfg: Config, size: int, progress: bool) -> dict:
+    """``data.extra_source``: enrolled people's crops, already aligned."""
+    from trainer.prepare import prepare
+
+    return prepare(cfg.data.extra_source, cfg.data.cache_dir, size, False, 0, cfg.data.prepare_workers,
+                   cfg.ray.address, progress, teacher=cfg.train.teacher)
+
+
+def prepare_all(cfg: Config, progress: bool = True) -> list[dict]:
+    """Prepare what a run of ``cfg`` reads (``data.source``, every ``data.sources`` entry and
+    ``data.extra_source``, with the teacher's embeddings) without planning a run; the manifests."""
+    from trainer.models import NATIVE_INPUT_SIZE
+
+    size = _check_inputs(cfg) or NATIVE_INPUT_SIZE[cfg.model.name]
+    manifests = [_prepare_main(cfg, size, progress)]
+    manifests += [_prepare_source(cfg, source, size, progress) for source in cfg.data.sources]
+    if cfg.data.extra_source:
+        manifests.append(_prepare_extra(cfg, size, progress))
+    return manifests
 
 
 def new_run_dir(cfg: Config, config_path: str | None, run_dir: Path | None = None) -> Path:

@@ -1,7 +1,11 @@
 """Detect + align a whole dataset once, in parallel on Ray, into per-identity TFRecord shards.
 
-    python -m trainer.prepare --config experiments/celeba_nn4.yaml
+    python -m trainer.prepare --config experiments/distill_dlib.yaml [--set model.input_size=128]
     python -m trainer.prepare --source ../shared/data/celeba299 --size 96
+
+With ``--config``, everything that config's runs read is prepared (``data.source``, every
+``data.sources`` entry and ``data.extra_source``, with ``train.teacher``'s embeddings), so a
+later ``trainer.train`` finds its cache warm; ``--source`` prepares one folder alone.
 
 The source is an identity-folder root (``root/<identity>/*.jpg|png|pgm``) or ``tfds:<name>``
 (exported once to an identity folder under the cache). One Ray task per identity
@@ -219,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.models import NATIVE_INPUT_SIZE
 
     parser = cliargs.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="experiment YAML (its data and model sections are used)")
-    parser.add_argument("--source", help="identity-folder root or tfds:<name> (overrides data.source)")
+    parser.add_argument("--config", help="experiment YAML: everything its runs read (data.source, data.sources, "
+                                         "the teacher's embeddings) at its model's input size")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
+    parser.add_argument("--source", help="only this identity-folder root or tfds:<name>, no teacher")
     parser.add_argument("--size", type=int, help="crop size in px (default: the model's input size)")
     parser.add_argument("--cache-dir", help="overrides data.cache_dir")
     parser.add_argument("--prune", action="store_true", help="delete cached shards no manifest uses, then exit")
@@ -228,20 +234,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.size is not None and args.size < 0:
         parser.error(f"argument --size: must be a number of pixels (0 = the model's input size), got {args.size}")
     try:
-        cfg = config_lib.load(args.config)
+        cfg = config_lib.load(args.config, args.set)
+        if args.cache_dir:
+            cfg.data.cache_dir = args.cache_dir
         if args.prune:
-            print(f"removed {prune(config_lib.resolve_path(args.cache_dir or cfg.data.cache_dir))} unused shards")
+            print(f"removed {prune(config_lib.resolve_path(cfg.data.cache_dir))} unused shards")
             return 0
-        source = args.source or cfg.data.source
-        if not source:
-            raise ConfigError("no dataset given: pass --source DIR (an identity-folder root) or set data.source")
-        size = args.size or cfg.model.input_size or NATIVE_INPUT_SIZE[cfg.model.name]
-        manifest = prepare(source, args.cache_dir or cfg.data.cache_dir, size, cfg.data.align,
-                           cfg.data.max_identities, cfg.data.prepare_workers, cfg.ray.address)
+        if args.size:
+            cfg.model.input_size = args.size
+        if args.source or not cfg.data.source:
+            source = args.source or cfg.data.source
+            if not source:
+                raise ConfigError("no dataset given: pass --source DIR (an identity-folder root) or set data.source")
+            size = cfg.model.input_size or NATIVE_INPUT_SIZE[cfg.model.name]
+            manifests = [prepare(source, cfg.data.cache_dir, size, cfg.data.align, cfg.data.max_identities,
+                                 cfg.data.prepare_workers, cfg.ray.address)]
+        else:
+            from trainer.plan import prepare_all
+
+            manifests = prepare_all(cfg)
     except (ConfigError, DatasetError) as exc:
         print(f"error: {cliargs.one_line(exc)}", file=sys.stderr)
         return 2
-    print(f"prepared {manifest['dir']}: {format_counts(manifest['counts'])}")
+    for manifest in manifests:
+        print(f"prepared {manifest['dir']}: {format_counts(manifest['counts'])}")
     return 0
 
 
