@@ -9,7 +9,9 @@
 An ``IndexSnapshot`` is immutable: the index of one model version's vectors at one gallery
 version, so an answer built from it never mixes two models or two states of the gallery (embed
 with the model of ``snapshot.model_version``; ``current(version)`` asks for that version). It is
-rebuilt lazily, by the first search after a change, so a burst of enrolments costs one rebuild.
+brought up to date lazily, by the first search after a change, so a burst of enrolments costs one
+update: after adds and appends only, the previous index extended by the new faces' vectors (read by
+face id, ``embeddings_after``); after a removal or for a new model version, built from every vector.
 
 How a change made anywhere is noticed:
 - PostgreSQL: a background thread ``LISTEN``s on the gallery's channel (every write NOTIFYs at
@@ -47,6 +49,8 @@ class IndexSnapshot:
     gallery_version: int
     index: object  # ExactIndex or FaissIndex over the version's vectors; index.names are the people
     build_seconds: float
+    last_face_id: int = 0  # the newest face in the index: an update adds the faces after it
+    updated: bool = False  # extended from the previous snapshot rather than built from every vector
 
     def __len__(self) -> int:
         return len(self.index)
@@ -107,7 +111,7 @@ class SyncedIndex(Closeable):
     def __init__(self, gallery, model_version_fn: Callable[[], int],
                  build_index: Callable[[np.ndarray, list[str]], object] = exact_index, listen: bool = True):
         self.gallery, self.model_version_fn, self.build_index = gallery, model_version_fn, build_index
-        self.rebuilds = 0
+        self.rebuilds, self.updates = 0, 0  # indexes built from every vector / extended by new faces
         self._snapshot: IndexSnapshot | None = None
         self._generation = 0  # bumped by every notification: a snapshot of an older one is stale
         self._built_generation = -1
@@ -153,12 +157,30 @@ class SyncedIndex(Closeable):
         start = time.perf_counter()
         generation = self._generation  # read first: a change during the read makes this stale again
         gallery_version = self.gallery.gallery_version()
-        names, matrix = self.gallery.embeddings(version)
-        index = self.build_index(matrix, names) if names else ExactIndex()
-        snapshot = IndexSnapshot(version, gallery_version, index, time.perf_counter() - start)
+        extended = self._extended(self._snapshot, version) if self._snapshot is not None else None
+        if extended is None:
+            names, matrix, last = self.gallery.embeddings_after(version, 0)
+            index = self.build_index(matrix, names) if names else ExactIndex()
+            self.rebuilds += 1
+        else:
+            index, last = extended
+            self.updates += 1
+        snapshot = IndexSnapshot(version, gallery_version, index, time.perf_counter() - start,
+                                 last_face_id=last, updated=extended is not None)
         self._snapshot, self._built_generation = snapshot, generation
-        self.rebuilds += 1
         return snapshot
+
+    def _extended(self, previous: IndexSnapshot, version: int):
+        """(index, last face id): ``previous``'s index plus the faces enrolled since, when every change
+        since it was an add or an append (faces only arrive, in face-id order: gallery writes are
+        serialised); None when it must be built afresh (a removal, another model version, FAISS, or
+        nothing to extend)."""
+        if previous.model_version != version or not len(previous) or not hasattr(previous.index, "extended"):
+            return None  # (an empty gallery's index is an ExactIndex whatever build_index makes)
+        if any(change.kind == "remove" for change in self.gallery.changes_since(previous.gallery_version)):
+            return None  # whose faces went is not in the log (removal erases the name): build afresh
+        names, matrix, last = self.gallery.embeddings_after(version, previous.last_face_id)
+        return previous.index.extended(matrix, names), last
 
     def search(self, queries, k: int, model_version: int | None = None):
         """(snapshot, distances, rows) of the ``k`` nearest faces to each query row."""

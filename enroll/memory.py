@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Closeable, Face, GalleryError, Job, NotFound, Person, check_new_faces,
-                            check_presence, crop_sha, held_out_row, validate_name)
+                            check_presence, crop_sha, held_out_row, validate_name, vector_rows)
 
 
 class InMemoryGallery(Closeable):
@@ -78,6 +78,12 @@ class InMemoryGallery(Closeable):
         if not rows:
             return [], np.zeros((0, 0), np.float32)
         return [n for n, _ in rows], np.stack([v for _, v in rows]).astype(np.float32)
+
+    def embeddings_after(self, model_version, face_id):
+        with self._lock:
+            rows = sorted((f.id, p.name, self._vectors[(f.id, model_version)]) for p in self._people.values()
+                          for f in p.faces if f.id > face_id and (f.id, model_version) in self._vectors)
+        return vector_rows([(name, vector.tobytes(), fid) for fid, name, vector in rows], face_id)
 
     def set_embeddings(self, model_version, vectors):
         with self._lock:

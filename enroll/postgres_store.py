@@ -31,7 +31,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Closeable, Face, GalleryError, Job, NotFound, Person, Unavailable,
-                            check_new_faces, check_presence, crop_sha, held_out_row, validate_name)
+                            check_new_faces, check_presence, crop_sha, held_out_row, validate_name, vector_rows)
 from enroll.postgres_schema import (CHANNEL, WRITE_LOCK, check_url, ensure_schema, first_line, open_pool,
                                     redact)
 from enroll.schema import BUSY_TIMEOUT_S
@@ -40,6 +40,8 @@ FACE_COLUMNS = "id, sha256, source, created, held_out"
 # Names sort by code point, as SQLite and Python sort them, whatever the database's collation.
 EMBEDDING_ROWS = ("SELECT p.name, e.vector FROM embeddings e JOIN faces f ON f.id = e.face_id "
                   "JOIN people p ON p.id = f.person_id WHERE e.model_version = %s ORDER BY p.name COLLATE \"C\", f.id")
+EMBEDDING_ROWS_AFTER = ("SELECT p.name, e.vector, f.id FROM embeddings e JOIN faces f ON f.id = e.face_id "
+                        "JOIN people p ON p.id = f.person_id WHERE e.model_version = %s AND f.id > %s ORDER BY f.id")
 INSERT_EMBEDDINGS = ("INSERT INTO embeddings (model_version, face_id, vector) SELECT %s, v.face_id, v.vector "
                      "FROM unnest(%s::bigint[], %s::bytea[]) AS v(face_id, vector) "
                      "WHERE EXISTS (SELECT 1 FROM faces f WHERE f.id = v.face_id) "
@@ -168,6 +170,11 @@ class PostgresGallery(Closeable):
             return [], np.zeros((0, 0), np.float32)
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
         return [r[0] for r in rows], matrix.copy()
+
+    def embeddings_after(self, model_version, face_id) -> tuple[list[str], np.ndarray, int]:
+        with self._read() as db:
+            rows = db.cursor(binary=True).execute(EMBEDDING_ROWS_AFTER, (int(model_version), int(face_id))).fetchall()
+        return vector_rows(rows, face_id)
 
     def set_embeddings(self, model_version, vectors) -> int:
         ids = [int(fid) for fid in vectors]

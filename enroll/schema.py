@@ -50,6 +50,9 @@ ADDED_COLUMNS = [
 # identify and the serving export see it (one query, for the store and the home's read-only reader).
 EMBEDDING_ROWS = ("SELECT p.name, e.vector FROM embeddings e JOIN faces f ON f.id = e.face_id "
                   "JOIN people p ON p.id = f.person_id WHERE e.model_version = ? ORDER BY p.name, f.id")
+# A version's vectors of the faces after a face id, in id order: what a synced index adds (change_feed.py).
+EMBEDDING_ROWS_AFTER = ("SELECT p.name, e.vector, f.id FROM embeddings e JOIN faces f ON f.id = e.face_id "
+                        "JOIN people p ON p.id = f.person_id WHERE e.model_version = ? AND f.id > ? ORDER BY f.id")
 
 
 def connect(path: str | Path) -> sqlite3.Connection:

@@ -23,10 +23,10 @@ import numpy as np
 
 from enroll.crops import CropFiles
 from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Closeable, Face, GalleryError, Job, NotFound, Person, check_new_faces,
-                            check_presence, crop_sha, held_out_row, validate_name)
+                            check_presence, crop_sha, held_out_row, validate_name, vector_rows)
 from enroll.memory import InMemoryGallery
 from enroll.home import crops_dir, gallery_db
-from enroll.schema import EMBEDDING_ROWS, connect, create_schema, needs_schema
+from enroll.schema import EMBEDDING_ROWS, EMBEDDING_ROWS_AFTER, connect, create_schema, needs_schema
 
 __all__ = ["SqliteGallery", "InMemoryGallery", "GalleryError"]
 
@@ -155,6 +155,11 @@ class SqliteGallery(Closeable):
             return [], np.zeros((0, 0), np.float32)
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
         return [r[0] for r in rows], matrix.copy()
+
+    def embeddings_after(self, model_version, face_id) -> tuple[list[str], np.ndarray, int]:
+        with self._read() as db:
+            rows = db.execute(EMBEDDING_ROWS_AFTER, (int(model_version), int(face_id))).fetchall()
+        return vector_rows(rows, face_id)
 
     def set_embeddings(self, model_version, vectors) -> int:
         rows = [(int(model_version), int(fid), np.asarray(v, np.float32).tobytes(), int(fid))

@@ -64,3 +64,26 @@ def test_tune_effort_reaches_the_recall_target():
     exact, approx = ExactIndex().build(gallery), FaissIndex("hnsw", ef_search=4).build(gallery)
     effort, recall = tune_effort(approx, exact, probes(gallery, 200, seed=5), target=0.99)
     assert recall >= 0.99 and effort == approx.effort > 4
+
+
+def test_an_extended_index_answers_as_one_built_whole_and_leaves_the_older_one_alone():
+    first, more, queries = unit(300, 16), unit(40, 16, seed=7), unit(20, 16, seed=3)
+    names = [f"p{i}" for i in range(300)] + [f"q{i}" for i in range(40)]
+    base = ExactIndex().build(first, names[:300])
+    grown, steps = base, []
+    for start in range(0, 40, 10):  # four enrolments of ten faces
+        grown = grown.extended(more[start:start + 10], names[300 + start:310 + start])
+        steps.append(grown)
+    whole = ExactIndex().build(np.vstack([first, more]), names)
+    for index in (grown, whole):
+        assert list(index.names) == names
+    np.testing.assert_array_equal(grown.search(queries, 5)[1], whole.search(queries, 5)[1])
+    np.testing.assert_allclose(grown.search(queries, 5)[0], whole.search(queries, 5)[0], atol=1e-6)
+    assert len(base) == 300 and base.search(queries, 5)[1].max() < 300  # searches in flight keep theirs
+    assert all(np.shares_memory(a.matrix, b.matrix) for a, b in zip(steps, steps[1:]))  # copied once, then filled
+    fork = base.extended(unit(5, 16, seed=9), ["r"] * 5)  # an older index extended: its own copy
+    assert list(fork.names[300:]) == ["r"] * 5 and list(grown.names) == names
+    np.testing.assert_allclose(grown.matrix, whole.matrix)
+    assert base.extended(np.zeros((0, 16)), []) is base
+    with pytest.raises(ValueError, match="dimensions"):
+        base.extended(unit(1, 8), ["x"])

@@ -56,6 +56,21 @@ def test_add_get_list_embeddings_roundtrip(gallery):
     assert gallery.check_consistency(model_version=1) == []
 
 
+def test_embeddings_after_a_face_id_are_the_newer_faces_in_id_order(gallery):
+    """What a synced index reads to extend itself (enroll/change_feed.py)."""
+    gallery.add_person("Ada", faces("a"), {1: vectors(2, seed=1)})
+    names, matrix, last = gallery.embeddings_after(1, 0)
+    assert names == ["Ada", "Ada"] and matrix.shape == (2, 8)
+    gallery.add_person("Bob", faces("b", 1), {1: vectors(1, seed=2)})
+    gallery.add_person("Ada", faces("c", 1), {1: vectors(1, seed=3)}, append=True)
+    newer, rows, newest = gallery.embeddings_after(1, last)
+    assert newer == ["Bob", "Ada"] and newest > last
+    np.testing.assert_allclose(rows, np.vstack([vectors(1, seed=2), vectors(1, seed=3)]), atol=1e-6)
+    none, empty, same = gallery.embeddings_after(1, newest)
+    assert none == [] and empty.size == 0 and same == newest
+    assert gallery.embeddings_after(2, 0)[0] == []  # another model version has no vectors
+
+
 def test_duplicate_name_and_append(gallery):
     gallery.add_person("Ada", faces("a", 1), {1: vectors(1)})
     before = snapshot(gallery)

@@ -169,6 +169,41 @@ def test_a_change_in_another_process_reaches_the_synced_index_within_a_second(po
         gallery.close()
 
 
+def _until(synced, ready, limit: float = 5.0):
+    """The synced index's snapshot once ``ready(snapshot)`` (PostgreSQL's notification is asynchronous)."""
+    deadline = time.time() + limit
+    while not ready(snapshot := synced.current()):
+        assert time.time() < deadline, "the synced index did not catch up"
+        time.sleep(0.005)
+    return snapshot
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+def test_enrolments_extend_the_synced_index_and_a_removal_rebuilds_it(kind, request, tmp_path):
+    from enroll.index import ExactIndex
+    from tests.test_gallery import open_backend
+
+    gallery = open_backend(kind, request, tmp_path)
+    with gallery, SyncedIndex(gallery, lambda: 1) as synced:
+        assert len(synced.current()) == 0 and synced.rebuilds == 1
+        if synced.listener:
+            assert synced.listener.listening.wait(10)
+        gallery.add_person("Ada", faces("a"), {1: vectors(2, seed=1)})
+        _until(synced, lambda s: len(s) == 2)
+        for i in range(3):
+            gallery.add_person(f"P{i}", faces(f"p{i}", 1), {1: vectors(1, seed=10 + i)})
+        gallery.add_person("Ada", faces("c", 1), {1: vectors(1, seed=20)}, append=True)
+        grown = _until(synced, lambda s: len(s) == 6)
+        assert grown.updated and synced.rebuilds == 2 and synced.updates >= 1  # built empty, then with Ada
+        names, matrix = gallery.embeddings(1)
+        whole, queries = ExactIndex().build(matrix, names), vectors(4, seed=30)
+        assert sorted(grown.index.names) == sorted(names)
+        np.testing.assert_allclose(grown.search(queries, 3)[0], whole.search(queries, 3)[0], atol=1e-6)
+        gallery.remove_person("P0")
+        after = _until(synced, lambda s: "P0" not in s.index.names)
+        assert not after.updated and synced.rebuilds == 3 and len(after) == 5
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "memory"])
 def test_without_notifications_the_index_asks_the_gallery_version_before_a_search(kind, tmp_path):
     writer = SqliteGallery(tmp_path) if kind == "sqlite" else InMemoryGallery()
