@@ -2,9 +2,10 @@
 
 identify would otherwise read every vector from the database and build an index on every request.
 ``LiveGallery`` hands ``service.search_index`` the index of enroll/change_feed.py's ``SyncedIndex``
-instead: kept in memory, brought up to date by the first search after any add, append or remove
-made by any process or replica (extended by the new faces, or rebuilt after a removal) (PostgreSQL: LISTEN/NOTIFY; SQLite: a ``gallery_version()`` check before each
-search), so an enrolment or removal is seen by the very next identify. Everything else is the
+instead: kept in memory, brought up to date (extended by the new faces, or rebuilt after a
+removal) by the first search after any add, append or remove made by any process or replica
+(PostgreSQL: LISTEN/NOTIFY; SQLite: a ``gallery_version()`` check before each search), so an
+enrolment or removal is seen by the very next identify. Everything else is the
 wrapped gallery's.
 """
 from __future__ import annotations
