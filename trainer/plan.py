@@ -177,11 +177,12 @@ def prepare_all(cfg: Config, progress: bool = True) -> list[dict]:
 
 
 def new_run_dir(cfg: Config, config_path: str | None, run_dir: Path | None = None) -> Path:
-    """Where a new run goes (``train.out_dir``/``train.run_name``, or the config's name and the time);
-    refused if a run was already planned there. Not created here."""
+    """Where a new run goes (``train.out_dir``/``train.run_name``, or the config's name and the time;
+    relative to $FACENET_WORKDIR like every path); refused if a run was already planned there. Not
+    created here."""
     if run_dir is None:
-        stem = Path(config_path).stem if config_path else "run"
-        run_dir = Path(cfg.train.out_dir) / (cfg.train.run_name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+        name = cfg.train.run_name or f"{Path(config_path).stem if config_path else 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(resolve_path(cfg.train.out_dir)) / name
     run_dir = Path(run_dir).resolve()
     if (run_dir / PLAN_FILE).exists():
         raise ConfigError(f"run directory {run_dir} already exists: choose another train.run_name, "
