@@ -110,3 +110,16 @@ def test_an_existing_run_directory_is_never_reused(synthetic_root, tmp_path, loc
     train.plan_run(cfg, None, progress=False)
     with pytest.raises(config_lib.ConfigError, match="already exists.*--resume"):
         train.plan_run(smoke_config(synthetic_root, tmp_path, epochs=0, run_name="taken"), None, progress=False)
+
+
+def test_a_new_run_directory_is_relative_to_facenet_workdir(tmp_path, monkeypatch):
+    """``ray job submit --working-dir`` runs the driver in a copy: runs still land where the user is."""
+    from trainer.plan import new_run_dir
+
+    monkeypatch.setenv("FACENET_WORKDIR", str(tmp_path))
+    cfg = config_lib.load(None, ["train.out_dir=runs", "train.run_name=here"])
+    assert new_run_dir(cfg, None) == (tmp_path / "runs" / "here").resolve()
+    (tmp_path / "runs" / "here").mkdir(parents=True)
+    (tmp_path / "runs" / "here" / "plan.json").write_text("{}")
+    with pytest.raises(config_lib.ConfigError, match="already exists"):
+        new_run_dir(cfg, None)
