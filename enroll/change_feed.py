@@ -157,7 +157,7 @@ class SyncedIndex(Closeable):
         start = time.perf_counter()
         generation = self._generation  # read first: a change during the read makes this stale again
         gallery_version = self.gallery.gallery_version()
-        extended = self._extended(self._snapshot, version) if self._snapshot is not None else None
+        extended = self._extended(self._snapshot, version)
         if extended is None:
             names, matrix, last = self.gallery.embeddings_after(version, 0)
             index = self.build_index(matrix, names) if names else ExactIndex()
@@ -170,12 +170,13 @@ class SyncedIndex(Closeable):
         self._snapshot, self._built_generation = snapshot, generation
         return snapshot
 
-    def _extended(self, previous: IndexSnapshot, version: int):
+    def _extended(self, previous: IndexSnapshot | None, version: int):
         """(index, last face id): ``previous``'s index plus the faces enrolled since, when every change
         since it was an add or an append (faces only arrive, in face-id order: gallery writes are
-        serialised); None when it must be built afresh (a removal, another model version, FAISS, or
-        nothing to extend)."""
-        if previous.model_version != version or not len(previous) or not hasattr(previous.index, "extended"):
+        serialised); None when it must be built afresh (the first build, a removal, another model
+        version, FAISS, or nothing to extend)."""
+        if (previous is None or previous.model_version != version or not len(previous)
+                or not hasattr(previous.index, "extended")):
             return None  # (an empty gallery's index is an ExactIndex whatever build_index makes)
         if any(change.kind == "remove" for change in self.gallery.changes_since(previous.gallery_version)):
             return None  # whose faces went is not in the log (removal erases the name): build afresh

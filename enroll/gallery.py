@@ -183,10 +183,15 @@ def check_presence(name: str, existing: Person | None, append: bool) -> None:
         raise NotFound(f"no person named {name!r} is enrolled, so there is nothing to append to; drop --append")
 
 
+def vector_matrix(rows) -> tuple[list[str], np.ndarray]:
+    """``embeddings``' answer from (name, float32 vector bytes, ...) rows: the names and the matrix."""
+    if not rows:
+        return [], np.zeros((0, 0), np.float32)
+    matrix = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=np.float32).reshape(len(rows), -1)
+    return [r[0] for r in rows], matrix.copy()
+
+
 def vector_rows(rows, after: int) -> tuple[list[str], np.ndarray, int]:
     """``embeddings_after``'s answer from (name, vector bytes, face id) rows in face-id order: the
     names, the matrix and the last face id (``after`` when there are no rows)."""
-    if not rows:
-        return [], np.zeros((0, 0), np.float32), int(after)
-    matrix = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=np.float32).reshape(len(rows), -1)
-    return [r[0] for r in rows], matrix.copy(), int(rows[-1][2])
+    return (*vector_matrix(rows), int(rows[-1][2]) if rows else int(after))

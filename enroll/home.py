@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from enroll.gallery import vector_matrix
 from enroll.schema import EMBEDDING_ROWS
 from trainer.files import atomic_write
 
@@ -168,5 +169,4 @@ def gallery_rows(home, version: int, notes: list[str] | None = None) -> tuple[li
     if not rows:
         notes.append(f"no embeddings for model version {version} in {db}")
         return empty
-    matrix = np.frombuffer(b"".join(bytes(blob) for _, blob in rows), np.float32).reshape(len(rows), -1)
-    return [name for name, _ in rows], matrix.copy()
+    return vector_matrix(rows)

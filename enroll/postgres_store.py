@@ -31,7 +31,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Closeable, Face, GalleryError, Job, NotFound, Person, Unavailable,
-                            check_new_faces, check_presence, crop_sha, held_out_row, validate_name, vector_rows)
+                            check_new_faces, check_presence, crop_sha, held_out_row, validate_name, vector_matrix, vector_rows)
 from enroll.postgres_schema import (CHANNEL, WRITE_LOCK, check_url, ensure_schema, first_line, open_pool,
                                     redact)
 from enroll.schema import BUSY_TIMEOUT_S
@@ -166,10 +166,7 @@ class PostgresGallery(Closeable):
     def embeddings(self, model_version) -> tuple[list[str], np.ndarray]:
         with self._read() as db:
             rows = db.cursor(binary=True).execute(EMBEDDING_ROWS, (int(model_version),)).fetchall()
-        if not rows:
-            return [], np.zeros((0, 0), np.float32)
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-        return [r[0] for r in rows], matrix.copy()
+        return vector_matrix(rows)
 
     def embeddings_after(self, model_version, face_id) -> tuple[list[str], np.ndarray, int]:
         with self._read() as db:

@@ -23,7 +23,7 @@ import numpy as np
 
 from enroll.crops import CropFiles
 from enroll.gallery import (CHANGE_KINDS, REMOVED, Change, Closeable, Face, GalleryError, Job, NotFound, Person, check_new_faces,
-                            check_presence, crop_sha, held_out_row, validate_name, vector_rows)
+                            check_presence, crop_sha, held_out_row, validate_name, vector_matrix, vector_rows)
 from enroll.memory import InMemoryGallery
 from enroll.home import crops_dir, gallery_db
 from enroll.schema import EMBEDDING_ROWS, EMBEDDING_ROWS_AFTER, connect, create_schema, needs_schema
@@ -151,10 +151,7 @@ class SqliteGallery(Closeable):
     def embeddings(self, model_version) -> tuple[list[str], np.ndarray]:
         with self._read() as db:
             rows = db.execute(EMBEDDING_ROWS, (int(model_version),)).fetchall()
-        if not rows:
-            return [], np.zeros((0, 0), np.float32)
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-        return [r[0] for r in rows], matrix.copy()
+        return vector_matrix(rows)
 
     def embeddings_after(self, model_version, face_id) -> tuple[list[str], np.ndarray, int]:
         with self._read() as db:

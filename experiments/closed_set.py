@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     if not all(0 < far < 1 for far in args.far_targets):
         print(f"error: --far-targets must lie in (0, 1), got {args.far_targets}", file=sys.stderr)
         return 2
-    return results_file.measure_and_publish("closed_set", argv, args.out, lambda: run(args.run, args.far_targets), table)
+    return results_file.measure_and_publish("closed_set", argv, args.out, lambda: run(args.run, args.far_targets),
+                                            table)
 
 
 if __name__ == "__main__":

@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     if not all(0 < far < 1 for far in args.far_targets) or args.max_per_identity < 0:
         print("error: --far-targets must lie in (0, 1) and --max-per-identity be >= 0", file=sys.stderr)
         return 2
-    return results_file.measure_and_publish("clustering", argv, args.out, lambda: run(args.run, args.data, args.far_targets, args.max_per_identity), table)
+    return results_file.measure_and_publish(
+        "clustering", argv, args.out, lambda: run(args.run, args.data, args.far_targets, args.max_per_identity), table)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ For each backend: a gallery of ``--people`` people (one 128-d face and a ~3 KB c
 through ``add_person``; then ``--writes`` more enrolments and a quarter as many removals are timed
 one by one (each is one durable transaction); the whole gallery's vectors are read; and the
 change-feed lag is measured: another process enrols and removes people, and this one searches
-until its ``SyncedIndex`` answers with the change (extended by the new face after an enrolment,
-built again from every vector after a removal; both timed) (PostgreSQL: LISTEN/NOTIFY; SQLite: the gallery version checked before a search).
+until its ``SyncedIndex`` answers with the change (PostgreSQL: LISTEN/NOTIFY; SQLite: the gallery
+version checked before a search): extended by the new face after an enrolment, built again from
+every vector after a removal, both timed.
 
 Without ``--url`` PostgreSQL is a throw-away local server (tests/postgres_server.py) with fsync
 on, like SQLite's ``synchronous=FULL``. Results: experiments/results/gallery_backends.json and .md.

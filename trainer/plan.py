@@ -48,10 +48,9 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     ``run_dir``: the directory ``new_run_dir`` chose beforehand (``trainer.train`` logs into it
     while data is prepared); by default it is chosen here.
     """
-    from trainer.models import NATIVE_INPUT_SIZE
     from trainer.splits import shard_paths, split_identities
 
-    size = _check_inputs(cfg) or NATIVE_INPUT_SIZE[cfg.model.name]
+    size = _check_inputs(cfg)
     manifest = _prepare_main(cfg, size, progress)
     aligned = {name: entry["aligned"] for name, entry in manifest["identities"].items()}
     if split is None:
@@ -99,7 +98,7 @@ def _without_sources(split, cfg: Config):
 
 def _check_inputs(cfg: Config) -> int:
     """Resolve every path and refuse what cannot work, before the first (long) alignment starts;
-    returns ``model.input_size`` (0 = the model's own)."""
+    returns the crop size: ``model.input_size``, or the model's own when that is 0."""
     if not cfg.data.source:
         raise ConfigError("no dataset given: set data.source to an identity-folder root or tfds:<name>")
     cfg.data.source, cfg.data.cache_dir = resolve_path(cfg.data.source), resolve_path(cfg.data.cache_dir)
@@ -119,7 +118,9 @@ def _check_inputs(cfg: Config) -> int:
         from trainer.teacher import check_teacher
 
         check_teacher(cfg.train.teacher)  # a missing [teacher] extra is one line, before any alignment
-    return cfg.model.input_size
+    from trainer.models import NATIVE_INPUT_SIZE
+
+    return cfg.model.input_size or NATIVE_INPUT_SIZE[cfg.model.name]
 
 
 def _add_source(cfg: Config, source, size: int, split, training: _TrainingSet, held: dict, progress: bool) -> dict:
@@ -166,9 +167,7 @@ def _prepare_extra(cfg: Config, size: int, progress: bool) -> dict:
 def prepare_all(cfg: Config, progress: bool = True) -> list[dict]:
     """Prepare what a run of ``cfg`` reads (``data.source``, every ``data.sources`` entry and
     ``data.extra_source``, with the teacher's embeddings) without planning a run; the manifests."""
-    from trainer.models import NATIVE_INPUT_SIZE
-
-    size = _check_inputs(cfg) or NATIVE_INPUT_SIZE[cfg.model.name]
+    size = _check_inputs(cfg)
     manifests = [_prepare_main(cfg, size, progress)]
     manifests += [_prepare_source(cfg, source, size, progress) for source in cfg.data.sources]
     if cfg.data.extra_source:
@@ -181,7 +180,8 @@ def new_run_dir(cfg: Config, config_path: str | None, run_dir: Path | None = Non
     relative to $FACENET_WORKDIR like every path); refused if a run was already planned there. Not
     created here."""
     if run_dir is None:
-        name = cfg.train.run_name or f"{Path(config_path).stem if config_path else 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stem = Path(config_path).stem if config_path else "run"
+        name = cfg.train.run_name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(resolve_path(cfg.train.out_dir)) / name
     run_dir = Path(run_dir).resolve()
     if (run_dir / PLAN_FILE).exists():

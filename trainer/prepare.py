@@ -242,12 +242,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.size:
             cfg.model.input_size = args.size
-        if args.source or not cfg.data.source:
-            source = args.source or cfg.data.source
-            if not source:
-                raise ConfigError("no dataset given: pass --source DIR (an identity-folder root) or set data.source")
+        if not args.source and not cfg.data.source:
+            raise ConfigError("no dataset given: pass --source DIR (an identity-folder root) or set data.source")
+        if args.source:  # one folder, without the teacher
             size = cfg.model.input_size or NATIVE_INPUT_SIZE[cfg.model.name]
-            manifests = [prepare(source, cfg.data.cache_dir, size, cfg.data.align, cfg.data.max_identities,
+            manifests = [prepare(args.source, cfg.data.cache_dir, size, cfg.data.align, cfg.data.max_identities,
                                  cfg.data.prepare_workers, cfg.ray.address)]
         else:
             from trainer.plan import prepare_all

@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         plan, cfg, run_dir = _plan_or_resume(args)
+        init_from = _init_from(args, cfg) if plan is None else ""  # a bad checkpoint is refused before preparation
     except (ConfigError, DatasetError, OSError) as exc:
         print(f"error: {cliargs.one_line(exc)}", file=sys.stderr)
         return 2
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if plan is None:  # a new run: prepare its data (minutes on a cold cache) with the log open
                 plan = plan_run(cfg, args.config, run_dir=run_dir)
-                plan.init_from = _init_from(args, cfg)  # saved with the plan by open_tracking
+                plan.init_from = init_from  # saved with the plan by open_tracking
             results = run_tracked(plan, cfg)
         except (ConfigError, DatasetError, OSError) as exc:
             print(f"error: {cliargs.one_line(exc)}", file=sys.stderr)
@@ -119,7 +120,6 @@ def _plan_or_resume(args) -> tuple[RunPlan | None, Config, Path]:
     if not args.config and not args.set:
         raise ConfigError("give --config experiments/<name>.yaml (or --resume RUN_DIR)")
     cfg = config_lib.load(args.config, args.set)
-    _init_from(args, cfg)  # a missing checkpoint is refused now, not after data preparation
     return None, cfg, new_run_dir(cfg, args.config)
 
 
