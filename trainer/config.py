@@ -75,6 +75,9 @@ class TrainConfig:
     metric_weight: float = 1.0
     distill_weight: float = 0.0
     distill_relational_weight: float = 0.0
+    # Consistent teaching (trainer/teacher_views.py): N augmented views of every training photo, each
+    # with the teacher's embedding of the same view, made once beside the shards; 0 = none.
+    teacher_views: int = 0
     # A margin-softmax classifier over the training people beside the other terms (trainer/margin_softmax.py):
     # "" = none | cosface | arcface; + margin_softmax_weight × its cross-entropy.
     margin_softmax: str = ""
@@ -211,6 +214,8 @@ def _check_ranges(cfg: Config) -> None:
     if not distilling and any(not s.labeled for s in cfg.data.sources):
         raise ConfigError("config key 'data.sources[].labeled: false' needs distillation: set train.teacher and "
                           "train.distill_weight")
+    if cfg.train.teacher_views < 0 or (cfg.train.teacher_views and not cfg.train.teacher):
+        raise ConfigError("config key 'train.teacher_views' must be >= 0 and needs a teacher (train.teacher)")
     if distilling and not cfg.train.teacher:
         raise ConfigError("config keys 'train.distill_*' need a teacher: set train.teacher=dlib_resnet_v1")
     if cfg.train.margin_softmax and not (cfg.train.margin_softmax_scale > 0 and cfg.train.margin_softmax_weight > 0

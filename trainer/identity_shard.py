@@ -40,21 +40,7 @@ def align_identity(identity: str, files: list[str], shard: str, size: int, align
     tmp = f"{shard}.{os.getpid()}.tmp"  # two runs preparing the same identity at once never share a file
     with tf.io.TFRecordWriter(tmp) as writer:
         for path in files:
-            entry = {"source": path, "status": "ok"}
-            view = box = None
-            try:
-                rgb = read_image(path)
-                if align:
-                    result = aligner.align(rgb)
-                    entry["status"], crop, view, box = result.status, result.crop, result.view, result.box
-                    if crop is None and align in ("prealigned", "detect_or_resize"):
-                        entry["status"], crop = "resized", resize_square(rgb, size)
-                        view, box = rgb, (0, 0, rgb.shape[1], rgb.shape[0])
-                else:
-                    crop, view, box = resize_square(rgb, size), rgb, (0, 0, rgb.shape[1], rgb.shape[0])
-            except ImageError as exc:
-                entry.update(status="unreadable", reason=str(exc))
-                crop = None
+            entry, crop, view, box = align_photo(aligner, path, size, align)
             if crop is not None:
                 ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
                 writer.write(_example(jpeg.tobytes(), identity, path))
@@ -70,6 +56,27 @@ def align_identity(identity: str, files: list[str], shard: str, size: int, align
     Path(shard + ".json").write_text(json.dumps(summary))
     return summary
 
+
+def align_photo(aligner: FaceAligner, path: str, size: int, align: bool | str):
+    """One photo -> (its summary entry, the aligned crop or None, the image the face was found in,
+    the face box in it): the same crop ``align_identity`` writes (``trainer/teacher_views.py`` needs
+    the box again, which the shard does not keep)."""
+    entry = {"source": path, "status": "ok"}
+    view = box = None
+    try:
+        rgb = read_image(path)
+        if align:
+            result = aligner.align(rgb)
+            entry["status"], crop, view, box = result.status, result.crop, result.view, result.box
+            if crop is None and align in ("prealigned", "detect_or_resize"):
+                entry["status"], crop = "resized", resize_square(rgb, size)
+                view, box = rgb, (0, 0, rgb.shape[1], rgb.shape[0])
+        else:
+            crop, view, box = resize_square(rgb, size), rgb, (0, 0, rgb.shape[1], rgb.shape[0])
+    except ImageError as exc:
+        entry.update(status="unreadable", reason=str(exc))
+        crop = None
+    return entry, crop, view, box
 
 
 def _example(jpeg: bytes, identity: str, source: str):

@@ -70,14 +70,16 @@ def _rotate(image: tf.Tensor, angle: tf.Tensor) -> tf.Tensor:
 
 def pk_batches(shards: list[str], labels: list[int], identities_per_batch: int, images_per_identity: int,
                size: int, training_augment: bool = True, seed: int | None = None, teacher: str = "",
-               weights: list[float] | None = None, strong: bool = False) -> tf.data.Dataset:
+               weights: list[float] | None = None, strong: bool = False, views: int = 0) -> tf.data.Dataset:
     """Endless dataset of (images [P*K, size, size, 3], labels [P*K]) with P identities × K images.
 
     With ``teacher`` each element is (images, labels, teacher embeddings [P*K, dim], has_teacher
     [P*K]): the teacher's file beside each shard (trainer/teacher_cache.py) is read in step with it,
     and a flipped crop gets the teacher's embedding of the mirror image. ``weights`` (one per
     shard) make an identity's chance of being drawn proportional to its weight. A label of -1
-    marks a shard of unlabeled photos: each gets a label of its own.
+    marks a shard of unlabeled photos: each gets a label of its own. ``views`` (with ``teacher``):
+    a person's K photos are drawn from their photos and the augmented views beside each shard
+    (trainer/teacher_views.py), each with the teacher's embedding of that view.
     """
     p, k = identities_per_batch, images_per_identity
     if len(shards) < p:
@@ -87,9 +89,10 @@ def pk_batches(shards: list[str], labels: list[int], identities_per_batch: int, 
     files = files.map(lambda person, draw_seed: (*person, draw_seed))
 
     def k_records(path, label, draw_seed):
-        records = tf.data.TFRecordDataset(path)
+        paths = tf.stack([path, tf.strings.join([path, f".views{views}.tfrecord"])]) if views else path
+        records = tf.data.TFRecordDataset(paths)
         if teacher:
-            records = tf.data.Dataset.zip((records, tf.data.TFRecordDataset(tf.strings.join([path, f".{teacher}.tfrecord"]))))
+            records = tf.data.Dataset.zip((records, tf.data.TFRecordDataset(tf.strings.join([paths, f".{teacher}.tfrecord"]))))
         else:
             records = records.map(lambda r: (r, tf.constant(b"")))
 

@@ -68,6 +68,11 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
         extra = _prepare_extra(cfg, size, progress)
         names = sorted(n for n, e in extra["identities"].items() if e["aligned"] >= 1)
         training.add(shard_paths(extra, names), [extra["identities"][n]["aligned"] for n in names])
+    if cfg.train.teacher_views:  # the training photos' views, each taught by the teacher on the same view
+        from trainer.teacher_views import prepare_views
+
+        counts["teacher_views"] = prepare_views(training.shards, cfg.train.teacher, cfg.train.teacher_views,
+                                                cfg.train.seed, cfg.ray.address, progress)
     if len(training.shards) < cfg.train.identities_per_batch:
         raise DatasetError(f"the training split has {len(training.shards)} usable identities, fewer than "
                            f"train.identities_per_batch={cfg.train.identities_per_batch}")

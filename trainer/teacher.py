@@ -58,18 +58,25 @@ class DlibTeacher:
                                dlib.face_recognition_model_v1(frm.face_recognition_model_location()))
             return cls._models
 
-    def embed(self, image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray | None:
-        """``[2, 128]`` unit vectors (the face, its mirror image) for the face in ``box`` (x, y, w, h)
-        of the RGB ``image``; None when dlib cannot place its landmarks."""
+    def chip(self, image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray | None:
+        """dlib's aligned 150 px chip of the face in ``box`` (x, y, w, h) of the RGB ``image``;
+        None when dlib cannot place its landmarks."""
         import dlib
 
-        predictor, descriptor = self._load()
+        predictor, _ = self._load()
         x, y, w, h = (int(v) for v in box)
         image = np.ascontiguousarray(image)
         try:
             shape = predictor(image, dlib.rectangle(x, y, x + w, y + h))
-            chip = dlib.get_face_chip(image, shape, self.chip_size, self.chip_padding)
-            vectors = np.asarray(descriptor.compute_face_descriptor([chip, np.ascontiguousarray(chip[:, ::-1])]),
+            return dlib.get_face_chip(image, shape, self.chip_size, self.chip_padding)
+        except RuntimeError:
+            return None
+
+    def embed_chips(self, chips: list[np.ndarray]) -> np.ndarray | None:
+        """``[len(chips), 128]`` unit vectors of aligned chips; None when any is not finite."""
+        _, descriptor = self._load()
+        try:
+            vectors = np.asarray(descriptor.compute_face_descriptor([np.ascontiguousarray(c) for c in chips]),
                                  np.float32)
         except RuntimeError:
             return None
@@ -77,6 +84,12 @@ class DlibTeacher:
         if not np.all(np.isfinite(vectors)) or np.any(norms < 1e-6):
             return None
         return vectors / norms
+
+    def embed(self, image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray | None:
+        """``[2, 128]`` unit vectors (the face, its mirror image) for the face in ``box`` (x, y, w, h)
+        of the RGB ``image``; None when dlib cannot place its landmarks."""
+        chip = self.chip(image, box)
+        return None if chip is None else self.embed_chips([chip, chip[:, ::-1]])
 
 
 def build_teacher(name: str) -> DlibTeacher:

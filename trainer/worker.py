@@ -155,7 +155,7 @@ def _dataset_fn(plan: RunPlan, cfg: Config, replica: _Replica):
         return pipeline.pk_batches(shards[i::n], labels[i::n], t.identities_per_batch // replicas,
                                    t.images_per_identity, plan.image_size, t.augment, seed=t.seed + i,
                                    teacher=t.teacher, weights=weights[i::n] if weights else None,
-                                   strong=t.augment_strength == "strong")
+                                   strong=t.augment_strength == "strong", views=t.teacher_views)
 
     return dataset_fn
 
