@@ -47,10 +47,15 @@ def test_views_need_a_teacher_and_a_count_of_zero_or_more():
         from_dict({"data": {"source": "x"}, "train": {"teacher": TEACHER, "distill_weight": 1.0, "teacher_views": -1}})
 
 
-def test_views_are_made_once_taught_on_their_own_pixels_and_remade_when_stale(
-        teacher_installed, eight_people, tmp_path, local_ray):
-    manifest = prepare(str(eight_people), tmp_path / "cache", size=64, teacher=TEACHER, progress=False)
-    shards = [str(Path(manifest["dir"]) / e["shard"]) for e in manifest["identities"].values()][:3]
+@pytest.fixture(scope="module")
+def prepared_shards(teacher_installed, eight_people, tmp_path_factory, local_ray) -> list[str]:
+    """The eight people's shards at 64 px with the teacher's embeddings (aligned once for this module)."""
+    manifest = prepare(str(eight_people), tmp_path_factory.mktemp("cache"), size=64, teacher=TEACHER, progress=False)
+    return [str(Path(manifest["dir"]) / e["shard"]) for e in manifest["identities"].values()]
+
+
+def test_views_are_made_once_taught_on_their_own_pixels_and_remade_when_stale(prepared_shards):
+    shards = prepared_shards[:3]
     made = prepare_views(shards, TEACHER, 2, progress=False)
     assert made["views_made"] == 3 * 3 * 2 and made["views_teacher_failed"] == 0 and made["views_reused"] == 0
     images, vectors = _records(views_path(shards[0], 2)), _vectors(views_path(shards[0], 2))
@@ -68,12 +73,10 @@ def test_views_are_made_once_taught_on_their_own_pixels_and_remade_when_stale(
     assert again["views_reused"] == 2 and again["views_made"] == 6
 
 
-def test_the_pipeline_draws_photos_and_their_views_with_the_views_targets(teacher_installed, eight_people, tmp_path,
-                                                                         local_ray):
+def test_the_pipeline_draws_photos_and_their_views_with_the_views_targets(prepared_shards):
     from trainer.pipeline import pk_batches
 
-    manifest = prepare(str(eight_people), tmp_path / "cache", size=64, teacher=TEACHER, progress=False)
-    shards = [str(Path(manifest["dir"]) / e["shard"]) for e in manifest["identities"].values()][:2]
+    shards = prepared_shards[3:5]
     prepare_views(shards, TEACHER, 2, progress=False)
     known = {_key(v) for s in shards for v in _vectors(views_path(s, 2))[:, 0]}
     clean = {_key(v) for s in shards for v in _vectors(s)[:, 0]}
