@@ -50,8 +50,12 @@ def test_views_need_a_teacher_and_a_count_of_zero_or_more():
 @pytest.fixture(scope="module")
 def prepared_shards(teacher_installed, eight_people, tmp_path_factory, local_ray) -> list[str]:
     """The eight people's shards at 64 px with the teacher's embeddings (aligned once for this module)."""
-    manifest = prepare(str(eight_people), tmp_path_factory.mktemp("cache"), size=64, teacher=TEACHER, progress=False)
+    manifest = prepare(str(eight_people), _CACHE.setdefault("dir", tmp_path_factory.mktemp("cache")), size=64,
+                       teacher=TEACHER, progress=False)
     return [str(Path(manifest["dir"]) / e["shard"]) for e in manifest["identities"].values()]
+
+
+_CACHE: dict = {}
 
 
 def test_views_are_made_once_taught_on_their_own_pixels_and_remade_when_stale(prepared_shards):
@@ -85,6 +89,21 @@ def test_the_pipeline_draws_photos_and_their_views_with_the_views_targets(prepar
     drawn = [_key(v) for v in targets.numpy()]
     assert float(np.min(has)) == 1.0
     assert set(drawn) == known | clean, "every photo and every view of a 3-photo person in 9 draws"
+
+
+def test_prepare_with_a_config_makes_the_views_of_the_training_people_only(prepared_shards, eight_people):
+    from trainer.plan import prepare_all
+    from trainer.splits import split_identities
+
+    cfg = from_dict({"data": {"source": str(eight_people), "cache_dir": str(_CACHE["dir"]), "val_fraction": 0.25,
+                              "test_fraction": 0.25},
+                     "model": {"name": "tiny"},
+                     "train": {"teacher": TEACHER, "distill_weight": 1.0, "teacher_views": 1}})
+    manifest = prepare_all(cfg, progress=False)[0]
+    split = split_identities({n: e["aligned"] for n, e in manifest["identities"].items()}, 0.25, 0.25)
+    with_views = {name for name, e in manifest["identities"].items()
+                  if views_path(Path(manifest["dir"]) / e["shard"], 1).exists()}
+    assert with_views == set(split.train) and split.val and split.test
 
 
 def _key(vector) -> tuple:

@@ -48,31 +48,10 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     ``run_dir``: the directory ``new_run_dir`` chose beforehand (``trainer.train`` logs into it
     while data is prepared); by default it is chosen here.
     """
-    from trainer.splits import shard_paths, split_identities
-
     size = _check_inputs(cfg)
-    manifest = _prepare_main(cfg, size, progress)
-    aligned = {name: entry["aligned"] for name, entry in manifest["identities"].items()}
-    if split is None:
-        split = split_identities(aligned, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed,
-                                 cfg.data.min_images_per_identity)
-    else:  # a given split (a warm start's, N_prim's) names data.source's people; each source adds its own again
-        split = _without_sources(split, cfg)
-    training = _TrainingSet()
-    training.add(shard_paths(manifest, split.train), [aligned[n] for n in split.train])
-    held = {"val": shard_paths(manifest, split.val), "test": shard_paths(manifest, split.test)}
-    counts = {"": manifest["counts"]}
-    for source in cfg.data.sources:
-        counts[config_lib.source_name(source)] = _add_source(cfg, source, size, split, training, held, progress)
-    if cfg.data.extra_source:
-        extra = _prepare_extra(cfg, size, progress)
-        names = sorted(n for n, e in extra["identities"].items() if e["aligned"] >= 1)
-        training.add(shard_paths(extra, names), [extra["identities"][n]["aligned"] for n in names])
-    if cfg.train.teacher_views:  # the training photos' views, each taught by the teacher on the same view
-        from trainer.teacher_views import prepare_views
-
-        counts["teacher_views"] = prepare_views(training.shards, cfg.train.teacher, cfg.train.teacher_views,
-                                                cfg.train.seed, cfg.ray.address, progress)
+    manifest, split, training, held, counts = _gather(cfg, size, split, progress)
+    if cfg.train.teacher_views:
+        counts["teacher_views"] = _prepare_views(cfg, training, progress)
     if len(training.shards) < cfg.train.identities_per_batch:
         raise DatasetError(f"the training split has {len(training.shards)} usable identities, fewer than "
                            f"train.identities_per_batch={cfg.train.identities_per_batch}")
@@ -90,6 +69,39 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     cfg.save(run_dir / "config.yaml")
     plan.save()
     return plan
+
+
+def _gather(cfg: Config, size: int, split, progress: bool):
+    """Prepare every source and split its people: (data.source's manifest, the split, the training
+    set, the held-out shards by split, each source's counts)."""
+    from trainer.splits import shard_paths, split_identities
+
+    manifest = _prepare_main(cfg, size, progress)
+    aligned = {name: entry["aligned"] for name, entry in manifest["identities"].items()}
+    if split is None:
+        split = split_identities(aligned, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed,
+                                 cfg.data.min_images_per_identity)
+    else:  # a given split (a warm start's, N_prim's) names data.source's people; each source adds its own again
+        split = _without_sources(split, cfg)
+    training = _TrainingSet()
+    training.add(shard_paths(manifest, split.train), [aligned[n] for n in split.train])
+    held = {"val": shard_paths(manifest, split.val), "test": shard_paths(manifest, split.test)}
+    counts = {"": manifest["counts"]}
+    for source in cfg.data.sources:
+        counts[config_lib.source_name(source)] = _add_source(cfg, source, size, split, training, held, progress)
+    if cfg.data.extra_source:
+        extra = _prepare_extra(cfg, size, progress)
+        names = sorted(n for n, e in extra["identities"].items() if e["aligned"] >= 1)
+        training.add(shard_paths(extra, names), [extra["identities"][n]["aligned"] for n in names])
+    return manifest, split, training, held, counts
+
+
+def _prepare_views(cfg: Config, training: _TrainingSet, progress: bool) -> dict:
+    """The training photos' views, each taught by the teacher on the same view (train.teacher_views)."""
+    from trainer.teacher_views import prepare_views
+
+    return prepare_views(training.shards, cfg.train.teacher, cfg.train.teacher_views, cfg.train.seed,
+                         cfg.ray.address, progress)
 
 
 def _without_sources(split, cfg: Config):
@@ -177,6 +189,8 @@ def prepare_all(cfg: Config, progress: bool = True) -> list[dict]:
     manifests += [_prepare_source(cfg, source, size, progress) for source in cfg.data.sources]
     if cfg.data.extra_source:
         manifests.append(_prepare_extra(cfg, size, progress))
+    if cfg.train.teacher_views:  # of the training people only: split as a run of this config would
+        _prepare_views(cfg, _gather(cfg, size, None, progress)[2], progress)
     return manifests
 
 
