@@ -92,6 +92,9 @@ def test_missing_or_empty_dataset_fails_with_one_line(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: dataset path not found")
+    bare = subprocess.run([sys.executable, "-m", "trainer.prepare"], capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 2 and bare.stderr.strip().splitlines() == [
+        "error: no dataset given: pass --source DIR (an identity-folder root) or set data.source"], bare.stderr
 
 
 def test_a_tfds_dataset_by_name(tmp_path, monkeypatch, local_ray):

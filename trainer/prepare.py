@@ -220,7 +220,6 @@ def format_counts(counts: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from trainer import config as config_lib
-    from trainer.models import NATIVE_INPUT_SIZE
 
     parser = cliargs.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="experiment YAML: everything its runs read (data.source, data.sources, "
@@ -245,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.source and not cfg.data.source:
             raise ConfigError("no dataset given: pass --source DIR (an identity-folder root) or set data.source")
         if args.source:  # one folder, without the teacher
-            size = cfg.model.input_size or NATIVE_INPUT_SIZE[cfg.model.name]
+            size = cfg.model.input_size or _native_size(cfg.model.name)
             manifests = [prepare(args.source, cfg.data.cache_dir, size, cfg.data.align, cfg.data.max_identities,
                                  cfg.data.prepare_workers, cfg.ray.address)]
         else:
@@ -258,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     for manifest in manifests:
         print(f"prepared {manifest['dir']}: {format_counts(manifest['counts'])}")
     return 0
+
+
+def _native_size(model: str) -> int:
+    # trainer.models imports TensorFlow (seconds, and its start-up lines): only when a size is needed
+    from trainer.models import NATIVE_INPUT_SIZE
+
+    return NATIVE_INPUT_SIZE[model]
 
 
 if __name__ == "__main__":
