@@ -385,7 +385,8 @@ def stubbed_work():
         mp.setattr(train, "plan_run", plan_run)
         mp.setattr(train, "run_tracked", lambda plan, cfg: {"compute": {"steps": 0, "images": 0, "train_flops": 0.0,
                                                                          "wall_seconds": 0.0}})
-        mp.setattr(prepare, "prepare", lambda *a, **k: {"dir": "stub", "counts": {}})
+        mp.setattr(prepare, "prepare", lambda *a, **k: {"dir": "stub", "path": "stub.json", "counts": {},
+                                                        "identities": {}, "fingerprint": ""})  # a manifest of nobody
         mp.setattr(prepare, "prune", lambda cache_dir: 0)
         # No runs/<run>/train.log for argv that passes: the terminal (capsys) is what is checked.
         mp.setattr(train.console, "capture", lambda path: contextlib.nullcontext(SimpleNamespace(path=path)))

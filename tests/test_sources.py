@@ -150,15 +150,9 @@ def test_the_teacher_embeds_every_photo_once_and_its_cache_is_checked(teacher_in
 
 
 def _teacher_vectors(path):
-    import tensorflow as tf
+    from trainer.teacher_cache import read_teacher
 
-    from trainer.teacher_cache import teacher_features
-
-    rows = []
-    for record in tf.data.TFRecordDataset(str(path)):
-        example = tf.io.parse_single_example(record, teacher_features())
-        rows.append(tf.sparse.to_dense(example["teacher"]).numpy().reshape(2, -1))
-    return np.stack(rows)
+    return read_teacher(path)[0]
 
 
 def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_installed, eight_people, tmp_path):

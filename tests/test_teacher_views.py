@@ -119,12 +119,6 @@ def _records(path) -> list[np.ndarray]:
 
 
 def _vectors(shard) -> np.ndarray:
-    import tensorflow as tf
+    from trainer.teacher_cache import read_teacher, teacher_path
 
-    from trainer.teacher_cache import teacher_features, teacher_path
-
-    rows = []
-    for record in tf.data.TFRecordDataset(str(teacher_path(shard, TEACHER))):
-        example = tf.io.parse_single_example(record, teacher_features())
-        rows.append(tf.sparse.to_dense(example["teacher"]).numpy().reshape(2, -1))
-    return np.stack(rows)
+    return read_teacher(teacher_path(shard, TEACHER))[0]

@@ -27,7 +27,6 @@ def align_identity(identity: str, files: list[str], shard: str, size: int, align
     where every photo must be embedded). With ``teacher`` the teacher's embeddings of every kept photo are written
     beside the shard (``teacher_path``), in the shard's record order.
     """
-    import cv2
     import tensorflow as tf
 
     aligner = FaceAligner(size)
@@ -42,8 +41,7 @@ def align_identity(identity: str, files: list[str], shard: str, size: int, align
         for path in files:
             entry, crop, view, box = align_photo(aligner, path, size, align)
             if crop is not None:
-                ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-                writer.write(_example(jpeg.tobytes(), identity, path))
+                writer.write(crop_record(crop, identity, path))
                 if model is not None:
                     vectors.append(model.embed(view, box))
                     entry["teacher"] = vectors[-1] is not None
@@ -79,11 +77,14 @@ def align_photo(aligner: FaceAligner, path: str, size: int, align: bool | str):
     return entry, crop, view, box
 
 
-def _example(jpeg: bytes, identity: str, source: str):
+def crop_record(crop, identity: str, source: str) -> bytes:
+    """A shard record: the RGB crop as a 95-quality JPEG, its identity and its photo's path."""
+    import cv2
     import tensorflow as tf
 
+    _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
     feature = {
-        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg.tobytes()])),
         "identity": tf.train.Feature(bytes_list=tf.train.BytesList(value=[identity.encode()])),
         "source": tf.train.Feature(bytes_list=tf.train.BytesList(value=[source.encode()])),
     }

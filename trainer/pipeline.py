@@ -15,7 +15,7 @@ import tensorflow as tf
 from trainer.teacher_cache import teacher_features
 
 AUTOTUNE = tf.data.AUTOTUNE
-_FEATURES = {
+RECORD_FEATURES = {  # a shard record (trainer/identity_shard.crop_record)
     "image": tf.io.FixedLenFeature([], tf.string),
     "identity": tf.io.FixedLenFeature([], tf.string),
     "source": tf.io.FixedLenFeature([], tf.string),
@@ -23,7 +23,7 @@ _FEATURES = {
 
 
 def parse(record: tf.Tensor, size: int) -> dict[str, tf.Tensor]:
-    example = tf.io.parse_single_example(record, _FEATURES)
+    example = tf.io.parse_single_example(record, RECORD_FEATURES)
     image = tf.io.decode_jpeg(example["image"], channels=3)
     image = tf.image.resize(image, (size, size)) if image.shape[0] != size else tf.cast(image, tf.float32)
     image = tf.ensure_shape(tf.cast(image, tf.float32), (size, size, 3))

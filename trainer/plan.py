@@ -49,7 +49,8 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     while data is prepared); by default it is chosen here.
     """
     size = _check_inputs(cfg)
-    manifest, split, training, held, counts = _gather(cfg, size, split, progress)
+    data = _gather(cfg, size, split, progress)
+    split, training, held, counts, manifest = data.split, data.training, data.held, data.counts, data.manifests[0]
     if cfg.train.teacher_views:
         counts["teacher_views"] = _prepare_views(cfg, training, progress)
     if len(training.shards) < cfg.train.identities_per_batch:
@@ -71,9 +72,19 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     return plan
 
 
-def _gather(cfg: Config, size: int, split, progress: bool):
-    """Prepare every source and split its people: (data.source's manifest, the split, the training
-    set, the held-out shards by split, each source's counts)."""
+@dataclass
+class _Gathered:
+    """Every source prepared and its people split (``_gather``)."""
+
+    manifests: list[dict]  # data.source's first, then each data.sources entry's, then data.extra_source's
+    split: object  # splits.Split
+    training: _TrainingSet
+    held: dict[str, list[str]]  # "val" / "test" -> shards
+    counts: dict[str, dict]  # per source ("" = data.source), for the plan's record
+
+
+def _gather(cfg: Config, size: int, split, progress: bool) -> _Gathered:
+    """Prepare every source and split its people (by ``split`` when given, else the config's seeded split)."""
     from trainer.splits import shard_paths, split_identities
 
     manifest = _prepare_main(cfg, size, progress)
@@ -83,17 +94,19 @@ def _gather(cfg: Config, size: int, split, progress: bool):
                                  cfg.data.min_images_per_identity)
     else:  # a given split (a warm start's, N_prim's) names data.source's people; each source adds its own again
         split = _without_sources(split, cfg)
-    training = _TrainingSet()
-    training.add(shard_paths(manifest, split.train), [aligned[n] for n in split.train])
-    held = {"val": shard_paths(manifest, split.val), "test": shard_paths(manifest, split.test)}
-    counts = {"": manifest["counts"]}
+    data = _Gathered([manifest], split, _TrainingSet(), {"val": shard_paths(manifest, split.val),
+                                                         "test": shard_paths(manifest, split.test)},
+                     {"": manifest["counts"]})
+    data.training.add(shard_paths(manifest, split.train), [aligned[n] for n in split.train])
     for source in cfg.data.sources:
-        counts[config_lib.source_name(source)] = _add_source(cfg, source, size, split, training, held, progress)
+        data.manifests.append(_add_source(cfg, source, size, split, data.training, data.held, progress))
+        data.counts[config_lib.source_name(source)] = data.manifests[-1]["counts"]
     if cfg.data.extra_source:
         extra = _prepare_extra(cfg, size, progress)
         names = sorted(n for n, e in extra["identities"].items() if e["aligned"] >= 1)
-        training.add(shard_paths(extra, names), [extra["identities"][n]["aligned"] for n in names])
-    return manifest, split, training, held, counts
+        data.training.add(shard_paths(extra, names), [extra["identities"][n]["aligned"] for n in names])
+        data.manifests.append(extra)
+    return data
 
 
 def _prepare_views(cfg: Config, training: _TrainingSet, progress: bool) -> dict:
@@ -142,7 +155,7 @@ def _check_inputs(cfg: Config) -> int:
 
 def _add_source(cfg: Config, source, size: int, split, training: _TrainingSet, held: dict, progress: bool) -> dict:
     """Prepare one ``data.sources`` entry and add its identities, namespaced ``<name>/<identity>``,
-    to the training set (and, with ``split: true``, to validation and test); returns its counts."""
+    to the training set (and, with ``split: true``, to validation and test); returns its manifest."""
     from trainer.splits import Split, shard_paths, split_identities
 
     name = config_lib.source_name(source)
@@ -156,7 +169,7 @@ def _add_source(cfg: Config, source, size: int, split, training: _TrainingSet, h
     training.add(shard_paths(extra, own.train), [usable[n] for n in own.train], source.weight, source.labeled)
     held["val"] += shard_paths(extra, own.val)
     held["test"] += shard_paths(extra, own.test)
-    return extra["counts"]
+    return extra
 
 
 def _prepare_main(cfg: Config, size: int, progress: bool) -> dict:
@@ -185,13 +198,10 @@ def prepare_all(cfg: Config, progress: bool = True) -> list[dict]:
     """Prepare what a run of ``cfg`` reads (``data.source``, every ``data.sources`` entry and
     ``data.extra_source``, with the teacher's embeddings) without planning a run; the manifests."""
     size = _check_inputs(cfg)
-    manifests = [_prepare_main(cfg, size, progress)]
-    manifests += [_prepare_source(cfg, source, size, progress) for source in cfg.data.sources]
-    if cfg.data.extra_source:
-        manifests.append(_prepare_extra(cfg, size, progress))
-    if cfg.train.teacher_views:  # of the training people only: split as a run of this config would
-        _prepare_views(cfg, _gather(cfg, size, None, progress)[2], progress)
-    return manifests
+    data = _gather(cfg, size, None, progress)  # the split too: views are of the training people only
+    if cfg.train.teacher_views:
+        _prepare_views(cfg, data.training, progress)
+    return data.manifests
 
 
 def new_run_dir(cfg: Config, config_path: str | None, run_dir: Path | None = None) -> Path:

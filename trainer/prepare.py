@@ -39,6 +39,12 @@ from trainer.identity_shard import ALIGNED_STATUSES, align_identity
 from trainer.teacher_cache import teacher_cached, teacher_path  # noqa: F401  (teacher_path re-exported)
 
 ALIGN_VERSION = 2  # bump when alignment output changes, to invalidate caches
+RESIZED_SUFFIX = "-resized"  # the shard folder of sources that are only resized (``align`` False)
+
+
+def resized_only(shard: str | Path) -> bool:
+    """True for a shard of a source that was only resized, not detected and aligned."""
+    return Path(shard).parent.name.endswith(RESIZED_SUFFIX)
 
 
 class DatasetError(ValueError):
@@ -88,7 +94,7 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool | str = T
     that teacher's embeddings beside every shard; ``max_per_identity`` keeps the first N photos
     (sorted) of each identity.
     """
-    from trainer.ray_setup import ensure_ray
+    from trainer.ray_setup import bounded_tasks, ensure_ray
 
     cache_dir = Path(cache_dir).expanduser().resolve()  # Ray workers run from other directories
     from trainer.tfds_source import export_tfds
@@ -109,7 +115,7 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool | str = T
     # Shards are shared by every dataset root at this size: a shard's name is its identity plus the
     # fingerprint of its inputs, so the same photos (e.g. a base set and a changed copy of it made
     # of symlinks) are aligned once. Each root has its own manifest.
-    out = cache_dir / f"aligned-{size}{'' if align else '-resized'}"
+    out = cache_dir / f"aligned-{size}{'' if align else RESIZED_SUFFIX}"
     (out / "manifests").mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifests" / f"{_slug(root.resolve().name)}-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:6]}.json"
 
@@ -124,21 +130,12 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool | str = T
             todo.append((identity, [str(p) for p in files], str(shard)))
 
     if todo:
-        import ray
-
         ensure_ray(ray_address)
-        task = ray.remote(num_cpus=1)(align_identity)
-        limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        pending, started = [], time.time()
-        bar = _progress(len(todo), progress, "aligning identities" + (f" + {teacher} teacher" if teacher else ""))
-        for args in todo:
-            if len(pending) >= limit * 2:  # bounded in-flight work: big datasets must not flood the object store
-                done, pending = ray.wait(pending, num_returns=1)
-                _collect(ray.get(done), summaries, bar)
-            pending.append(task.remote(*args, size, align, teacher))
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            _collect(ray.get(done), summaries, bar)
+        started = time.time()
+        bar = progress_bar(len(todo), progress, "aligning identities" + (f" + {teacher} teacher" if teacher else ""))
+        for summary in bounded_tasks(align_identity, [(*args, size, align, teacher) for args in todo], workers):
+            summaries[summary["identity"]] = summary
+            bar.update(1)
         bar.close()
         counts["seconds_aligning"] = round(time.time() - started, 1)
 
@@ -185,13 +182,8 @@ def _check_square(root: Path, identities: dict[str, list[Path]]) -> None:
                                    f"{width}x{height}, not square: declare it align: detect instead")
 
 
-def _collect(results, summaries, bar):
-    for summary in results:
-        summaries[summary["identity"]] = summary
-        bar.update(1)
-
-
-def _progress(total: int, enabled: bool, desc: str = "aligning identities"):
+def progress_bar(total: int, enabled: bool, desc: str = "aligning identities"):
+    """The progress bar of per-identity preparation work (on stderr; ``enabled`` False hides it)."""
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="id", disable=not enabled, file=sys.stderr)

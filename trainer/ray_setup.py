@@ -49,6 +49,25 @@ def ensure_ray(address: str = "") -> None:
         ray.init(address="local", include_dashboard=False, **kwargs)
 
 
+def bounded_tasks(function, calls: list[tuple], workers: int = 0):
+    """Run ``function(*call)`` for every call as a 1-CPU Ray task, yielding each result as it
+    finishes; at most twice ``workers`` (default: the cluster's CPUs) are in flight, so that a big
+    dataset does not flood the object store. Needs ``ensure_ray`` first."""
+    import ray
+
+    task = ray.remote(num_cpus=1)(function)
+    limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    pending = []
+    for call in calls:
+        if len(pending) >= limit * 2:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield from ray.get(done)
+        pending.append(task.remote(*call))
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield from ray.get(done)
+
+
 def shutdown_ray() -> None:
     """End this process's connection to Ray, and the in-process local Ray if it started one."""
     if "ray" in sys.modules:

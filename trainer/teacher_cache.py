@@ -59,21 +59,34 @@ def write_teacher(shard: str, teacher: str, vectors: list, dim: int) -> None:
                                                   "failed": sum(v is None for v in vectors)}))
 
 
-def cached_embeddings(shards: list[str], teacher: str) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher's cached embeddings (of the unflipped face) of every record of ``shards``, in the
-    order ``pipeline.ordered_images`` reads them, and a flag per row: False where it failed."""
+def read_teacher(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A teacher file's records: ``[records, 2, dim]`` vectors (the face, its mirror image; zeros
+    where the teacher failed) and a flag per record, False where it failed."""
     import tensorflow as tf
 
     from trainer.teacher import DlibTeacher
 
     features = teacher_features()
     rows, ok = [], []
+    for record in tf.data.TFRecordDataset(str(path)):
+        example = tf.io.parse_single_example(record, features)
+        rows.append(tf.sparse.to_dense(example["teacher"]).numpy())
+        ok.append(bool(example["has_teacher"]))
+    return np.array(rows, np.float32).reshape(-1, 2, DlibTeacher.dim), np.array(ok, bool)
+
+
+def cached_embeddings(shards: list[str], teacher: str) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's cached embeddings (of the unflipped face) of every record of ``shards``, in the
+    order ``pipeline.ordered_images`` reads them, and a flag per row: False where it failed."""
+    vectors, flags = [], []
     for shard in shards:
         path = teacher_path(shard, teacher)
         if not path.exists():
             raise FileNotFoundError(f"no {teacher} embeddings cached for {shard}: prepare with train.teacher={teacher}")
-        for record in tf.data.TFRecordDataset(str(path)):
-            example = tf.io.parse_single_example(record, features)
-            rows.append(tf.sparse.to_dense(example["teacher"]).numpy()[:DlibTeacher.dim])
-            ok.append(bool(example["has_teacher"]))
-    return np.array(rows, np.float32).reshape(-1, DlibTeacher.dim), np.array(ok, bool)
+        both, ok = read_teacher(path)
+        vectors.append(both[:, 0])
+        flags.append(ok)
+    from trainer.teacher import DlibTeacher
+
+    return (np.concatenate(vectors) if vectors else np.zeros((0, DlibTeacher.dim), np.float32),
+            np.concatenate(flags) if flags else np.zeros(0, bool))

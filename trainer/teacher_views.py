@@ -99,34 +99,33 @@ class ViewTransform:
 def make_views(shard: str, teacher: str, views: int, seed: int = 0) -> dict:
     """Write ``views`` views of every photo of ``shard`` and the teacher's embeddings of them (a Ray
     task of ``prepare_views``); returns counts. The face box is found again as ``prepare`` found it."""
-    import cv2
     import tensorflow as tf
 
     from trainer.align import FaceAligner
-    from trainer.identity_shard import _example, align_photo
+    from trainer.identity_shard import align_photo, crop_record
+    from trainer.pipeline import RECORD_FEATURES
+    from trainer.prepare import resized_only
     from trainer.teacher import build_teacher
 
-    model = build_teacher(teacher)
+    model, aligner = build_teacher(teacher), None
     statuses = {e["source"]: e["status"] for e in json.loads(Path(f"{shard}.json").read_text())["images"]}
-    align = False if Path(shard).parent.name.endswith("-resized") else "prealigned"
+    align = False if resized_only(shard) else "prealigned"
     rng = np.random.default_rng([seed, zlib.crc32(Path(shard).name.encode())])
     target, vectors, failed = views_path(shard, views), [], 0
     tmp = f"{target}.{os.getpid()}.tmp"
     with tf.io.TFRecordWriter(tmp) as writer:
         for record in tf.data.TFRecordDataset(shard):
-            example = tf.io.parse_single_example(record, {k: tf.io.FixedLenFeature([], tf.string)
-                                                          for k in ("image", "identity", "source")})
+            example = tf.io.parse_single_example(record, RECORD_FEATURES)
             crop = tf.io.decode_jpeg(example["image"], channels=3).numpy()
-            source = example["source"].numpy().decode()
+            source, identity = example["source"].numpy().decode(), example["identity"].numpy().decode()
+            aligner = aligner or FaceAligner(crop.shape[0])
             # the shard's own status says how its crop was made: MTCNN's box, or the whole photo
             mode = False if statuses.get(source) == "resized" else align
-            _, _, view, box = align_photo(FaceAligner(crop.shape[0]), source, crop.shape[0], mode)
+            _, _, view, box = align_photo(aligner, source, crop.shape[0], mode)
             chip = model.chip(view, box) if view is not None else None
             for _ in range(views):
                 transform = ViewTransform.draw(rng)
-                ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(transform.apply(crop), cv2.COLOR_RGB2BGR),
-                                        [cv2.IMWRITE_JPEG_QUALITY, 95])
-                writer.write(_example(jpeg.tobytes(), example["identity"].numpy().decode(), source))
+                writer.write(crop_record(transform.apply(crop), identity, source))
                 seen = transform.apply(chip) if chip is not None else None
                 vectors.append(model.embed_chips([seen, seen[:, ::-1]]) if seen is not None else None)
                 failed += vectors[-1] is None
@@ -139,38 +138,22 @@ def make_views(shard: str, teacher: str, views: int, seed: int = 0) -> dict:
 def prepare_views(shards: list[str], teacher: str, views: int, seed: int = 0, ray_address: str = "",
                   progress: bool = True) -> dict:
     """Make the views of every shard that has none cached yet, as Ray tasks (one per shard); counts."""
-    import sys
     import time
 
-    from tqdm import tqdm
-
-    from trainer.ray_setup import ensure_ray
+    from trainer.prepare import progress_bar
+    from trainer.ray_setup import bounded_tasks, ensure_ray
 
     todo = [s for s in shards if not views_cached(s, teacher, views, json.loads(Path(f"{s}.json").read_text())["aligned"])]
     counts = {"views_shards": len(shards), "views_reused": len(shards) - len(todo), "views_made": 0, "views_teacher_failed": 0}
     if not todo:
         return counts
-    import ray
-
     ensure_ray(ray_address)
-    task = ray.remote(num_cpus=1)(make_views)
-    limit, pending, started = max(1, int(ray.cluster_resources().get("CPU", 1))), [], time.time()
-    bar = tqdm(total=len(todo), desc=f"teacher views ({views} a photo)", unit="id", disable=not progress, file=sys.stderr)
-
-    def collect(done):
-        for result in ray.get(done):
-            counts["views_made"] += result["views"]
-            counts["views_teacher_failed"] += result["teacher_failed"]
-            bar.update(1)
-
-    for shard in todo:
-        if len(pending) >= limit * 2:  # bounded in flight, as prepare does
-            done, pending = ray.wait(pending, num_returns=1)
-            collect(done)
-        pending.append(task.remote(shard, teacher, views, seed))
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        collect(done)
+    started = time.time()
+    bar = progress_bar(len(todo), progress, f"teacher views ({views} a photo)")
+    for result in bounded_tasks(make_views, [(shard, teacher, views, seed) for shard in todo]):
+        counts["views_made"] += result["views"]
+        counts["views_teacher_failed"] += result["teacher_failed"]
+        bar.update(1)
     bar.close()
     counts["seconds_making_views"] = round(time.time() - started, 1)
     return counts
