@@ -158,6 +158,16 @@ def test_the_console_filter_keeps_progress_and_results_and_drops_log_records():
         "Traceback (most recent call last):"])
 
 
+def test_a_local_heads_ports_are_all_distinct():
+    """Each Ray component of a local head gets its own port; a port probed and closed could be handed
+    out again at once, and two components on one port stop ``ray start`` (seen in the suite)."""
+    from trainer.ray_setup import _free_ports
+
+    for _ in range(20):
+        ports = _free_ports(7)
+        assert len(set(ports)) == 7 and all(1024 <= p < 65536 for p in ports)
+
+
 def test_a_ray_head_given_is_used_and_left_running(ray_head):  # noqa: F811
     from ray.job_submission import JobSubmissionClient
 

@@ -77,10 +77,16 @@ def shutdown_ray() -> None:
             ray.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: every probe stays bound until all are drawn, since a port closed
+    at once may be handed out again by the next probe (two Ray components on one port: no head)."""
+    with contextlib.ExitStack() as probes:
+        ports = []
+        for _ in range(count):
+            probe = probes.enter_context(socket.socket())
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+        return ports
 
 
 class LocalHead:
@@ -88,9 +94,9 @@ class LocalHead:
 
     def __init__(self, log_file: str | Path | None = None, timeout: float = 180):
         ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray") or "ray"
-        ports = {name: _free_port() for name in ("port", "dashboard-port", "dashboard-agent-listen-port",
-                                                 "dashboard-agent-grpc-port", "runtime-env-agent-port",
-                                                 "metrics-export-port", "ray-client-server-port")}
+        names = ("port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                 "runtime-env-agent-port", "metrics-export-port", "ray-client-server-port")
+        ports = dict(zip(names, _free_ports(len(names))))
         self.gcs_port, self.dashboard = ports["port"], f"http://127.0.0.1:{ports['dashboard-port']}"
         env = {**os.environ,
                # Job entry points run "python": this interpreter's, even when its venv is not activated.
