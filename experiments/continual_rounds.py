@@ -14,6 +14,7 @@ validation and added people, or ``--max-warm-epochs`` run out (recorded as not r
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -119,35 +120,83 @@ def link_round(identities: dict, folder: Path, names: list[str]) -> Path:
     return folder
 
 
-def run_rounds(cfg, args, identities: dict, people: People, changes: list[Change], parent_id: str):
+def warm_budget(cfg, args) -> tuple[int, int | None]:
+    """A warm start's (epoch cap, steps per epoch). ``--warm-steps-per-epoch`` is its evaluation period:
+    the stopping rule is checked once a period, so the period is the grain of its cost. The default cap
+    is a full retraining's steps (``train.epochs`` × ``train.steps_per_epoch``) in periods."""
+    period = args.warm_steps_per_epoch or cfg.train.steps_per_epoch or None
+    if args.max_warm_epochs:
+        return args.max_warm_epochs, period
+    full = cfg.train.epochs * cfg.train.steps_per_epoch
+    return (math.ceil(full / period) if full and period else cfg.train.epochs), period
+
+
+@dataclass
+class Reused:
+    """N and every round's N_prim from an earlier results file whose people and changes are this run's."""
+    source: str
+    n: Figures
+    prims: list[tuple[Figures, dict[str, float]]]  # per round: N_prim and the target it set
+
+
+def reuse(path: Path, people: People, changes: list[Change], target_mode: str) -> Reused:
+    """Read ``path`` (a ``warm_vs_full_rounds.json``); refuse it when its split, changes or target mode
+    differ from this run's, or its N has no checkpoint left to warm-start from."""
+    try:
+        report = json.loads(path.read_text())
+        old_rounds, n = report["rounds"], Figures(**report["N"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"--reuse {path}: not a rounds results file ({exc})") from None
+    same_changes = [(r["added"], r["removed"]) for r in old_rounds[:len(changes)]] == \
+        [(c.added, c.removed) for c in changes]
+    if report.get("people") != asdict(people) or not same_changes:
+        raise DatasetError(f"--reuse {path}: its people or changes differ from this run's "
+                           "(another config, --seed, --rounds, --add or --remove)")
+    if report.get("target_mode", "final") != target_mode:
+        raise DatasetError(f"--reuse {path}: its N_prim targets are --target {report.get('target_mode', 'final')}")
+    if checkpoints.latest_checkpoint(n.run_dir) is None:
+        raise DatasetError(f"--reuse {path}: its N run {n.run_dir} has no checkpoint left to warm-start from")
+    return Reused(str(path), n, [(Figures(**r["prim"]), r["target"]) for r in old_rounds[:len(changes)]])
+
+
+def full_retraining(child, args, change: Change, root: Path, split: Split, evals: dict, parent_id: str):
+    """N_prim(r) from scratch on the round's people: its figures and the accuracies N_adpt must reach."""
+    prim = run_child(child, f"r{change.round:02d}-N_prim", root, split, evals, parent_id,
+                     tags={"round": change.round, "strategy": "N_prim"})
+    final = max(prim["history"], key=lambda h: h["val_accuracy"]) if args.target == "best" else prim["final"]
+    return Figures.of(prim), {k: final[k] for k in ("val_accuracy", "new_accuracy")}
+
+
+def run_rounds(cfg, args, identities: dict, people: People, changes: list[Change], parent_id: str,
+               reused: Reused | None = None):
     work, held = args.work.resolve() / "rounds", people.val + people.test
     child = config_lib.from_dict(cfg.to_dict())
     child.data.max_identities = 0  # each folder holds exactly its round's people
-    start = link_round(identities, work / "round-00", people.base + held)
-    n = run_child(child, "r00-N", start, Split(people.base, people.val, people.test), {"old": people.old_sample},
-                  parent_id, tags={"round": 0, "strategy": "N"})
-    production, rounds = n, []
-    total_adpt = total_prim = n["compute"]["train_flops"]
+    if reused:
+        n = reused.n
+    else:
+        start = link_round(identities, work / "round-00", people.base + held)
+        n = Figures.of(run_child(child, "r00-N", start, Split(people.base, people.val, people.test),
+                                 {"old": people.old_sample}, parent_id, tags={"round": 0, "strategy": "N"}))
+    production, rounds = n.run_dir, []
+    total_adpt = total_prim = n.train_flops
+    epochs, period = warm_budget(cfg, args)
     for change in changes:
-        tags = {"round": change.round}
         root = link_round(identities, work / f"round-{change.round:02d}", change.present + held)
         split, evals = Split(change.present, people.val, people.test), {"old": people.old_sample, "new": change.added}
-        prim = run_child(child, f"r{change.round:02d}-N_prim", root, split, evals, parent_id,
-                         tags={**tags, "strategy": "N_prim"})
-        final = max(prim["history"], key=lambda h: h["val_accuracy"]) if args.target == "best" else prim["final"]
-        target = {k: final[k] for k in ("val_accuracy", "new_accuracy")}
+        prim_f, target = (reused.prims[change.round - 1] if reused
+                          else full_retraining(child, args, change, root, split, evals, parent_id))
         # The cap: a miss is recorded, not chased.
-        warm = warm_start_config(child, epochs=args.max_warm_epochs or cfg.train.epochs,
-                                 stop_when=stop_at(target, TOLERANCE))
-        production = run_child(warm, f"r{change.round:02d}-N_adpt", root, split, evals, parent_id,
-                               str(checkpoints.latest_checkpoint(production["run_dir"])), {**tags, "strategy": "N_adpt"})
-        adpt_f, prim_f = Figures.of(production), Figures.of(prim)
+        warm = warm_start_config(child, epochs=epochs, steps_per_epoch=period, stop_when=stop_at(target, TOLERANCE))
+        adpt = run_child(warm, f"r{change.round:02d}-N_adpt", root, split, evals, parent_id,
+                         str(checkpoints.latest_checkpoint(production)), {"round": change.round, "strategy": "N_adpt"})
+        production, adpt_f = adpt["run_dir"], Figures.of(adpt)
         total_adpt, total_prim = total_adpt + adpt_f.train_flops, total_prim + prim_f.train_flops
-        reached = all(production["final"][k] >= v - TOLERANCE for k, v in target.items())
+        reached = all(adpt["final"][k] >= v - TOLERANCE for k, v in target.items())
         rounds.append(Round(**asdict(change), data_root=str(root), target=target, reached_target=reached, prim=prim_f,
                             adpt=adpt_f, adpt_over_prim_flops=adpt_f.train_flops / prim_f.train_flops,
                             cumulative_adpt_flops=total_adpt, cumulative_prim_flops=total_prim))
-    return Figures.of(n), rounds
+    return n, rounds
 
 
 def trends(rounds: list[Round]) -> dict:
@@ -233,20 +282,24 @@ def main(args, cfg, parser, cmd: str) -> int:
             identities = dict(list(identities.items())[:cfg.data.max_identities])
         people = split_people(identities, cfg, args.rounds, args.add, args.seed)
         changes = plan_changes(people, args.rounds, args.add, args.remove, args.seed)
+        reused = reuse(args.reuse, people, changes, args.target) if args.reuse else None
     except (DatasetError, OSError) as exc:
         parser.error(str(exc))
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     parent_id = tracking.parent_run(uri, cfg.mlflow.experiment, STEM, {
         "rounds": args.rounds, "add": args.add, "remove": args.remove, "base_identities": len(people.base),
-        "max_warm_epochs": args.max_warm_epochs or cfg.train.epochs, **cfg.flat()})
-    n, rounds = run_rounds(cfg, args, identities, people, changes, parent_id)
+        "max_warm_epochs": warm_budget(cfg, args)[0], "warm_steps_per_epoch": warm_budget(cfg, args)[1] or 0,
+        "reused": reused.source if reused else "", **cfg.flat()})
+    n, rounds = run_rounds(cfg, args, identities, people, changes, parent_id, reused)
     summary, out = trends(rounds), args.results / STEM
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(n, rounds, out.with_suffix(".png"))
     out.with_suffix(".md").write_text(table(n, rounds, summary))
     out.with_suffix(".json").write_text(json.dumps(
         {"summary": summary, "N": asdict(n), "rounds": [asdict(r) for r in rounds], "people": asdict(people),
-         "mlflow_parent_run_id": parent_id, "command": cmd}, indent=1))
+         "mlflow_parent_run_id": parent_id, "target_mode": args.target,
+         "warm_steps_per_epoch": warm_budget(cfg, args)[1], "reused": reused.source if reused else None,
+         "command": cmd}, indent=1))
     tracking.start(uri, cfg.mlflow.experiment, "", run_id=parent_id)
     for r in rounds:  # one step per round: MLflow's charts of the parent show the trends
         mlflow.log_metrics({k: getattr(r, k) for k in ("adpt_over_prim_flops", "cumulative_adpt_flops",

@@ -146,19 +146,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--target", choices=("final", "best"), default="final",
                         help="warm start until N_prim's final accuracies, or its best epoch's (stricter)")
-    parser.add_argument("--reuse", type=Path, help="a previous results JSON: reuse its N and N_prim runs")
+    parser.add_argument("--reuse", type=Path, help="a previous results JSON: reuse its N and N_prim runs "
+                        "(with --rounds: a warm_vs_full_rounds.json of the same people and changes)")
     parser.add_argument("--rounds", type=int, default=0,
                         help="successive class changes (experiments/continual_rounds.py); 0 = the single change")
     parser.add_argument("--add", type=int, default=5, help="with --rounds: people added each round")
     parser.add_argument("--remove", type=int, default=5, help="with --rounds: people removed each round")
     parser.add_argument("--max-warm-epochs", type=int, default=0,
-                        help="with --rounds: a warm start's epoch budget (0 = train.epochs, a full retraining's)")
+                        help="with --rounds: a warm start's epoch budget (0 = a full retraining's steps)")
+    parser.add_argument("--warm-steps-per-epoch", type=int, default=0,
+                        help="with --rounds: a warm start's evaluation period in steps, the grain of its cost "
+                             "(0 = train.steps_per_epoch)")
     args = parser.parse_args(argv)
     for wrong, message in ((args.rounds < 0, "--rounds must be >= 0"),
                            (args.rounds and args.add < 2, "--add must be >= 2 (the added people are measured in pairs)"),
                            (args.remove < 0, "--remove must be >= 0"),
                            (args.max_warm_epochs < 0, "--max-warm-epochs must be >= 0"),
-                           (args.rounds and args.reuse, "--reuse is for the single change only")):
+                           (args.warm_steps_per_epoch < 0, "--warm-steps-per-epoch must be >= 0"),
+                           (args.warm_steps_per_epoch and not args.rounds, "--warm-steps-per-epoch is for --rounds")):
         if wrong:
             parser.error(message)
     import mlflow

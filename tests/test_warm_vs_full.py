@@ -93,10 +93,40 @@ def test_one_mlflow_parent_holds_every_round(rounds_run):
     assert {"warm_vs_full_rounds.json", "warm_vs_full_rounds.png", "warm_vs_full_rounds.md"} <= artifacts
 
 
+def test_reuse_keeps_n_and_n_prim_and_the_warm_period_sets_the_grain(rounds_run, setup):
+    """``--reuse`` takes N and every N_prim from the first report and trains only new warm starts, whose
+    evaluation period (``--warm-steps-per-epoch``) is the grain of their cost."""
+    work, first = rounds_run
+    _, common = setup
+    results = work / "reused"
+    assert warm_vs_full.main([*common[:-1], str(results), "--rounds", "2", "--add", "2", "--remove", "2",
+                              "--reuse", str(work / "results" / "warm_vs_full_rounds.json"),
+                              "--warm-steps-per-epoch", "1", "--max-warm-epochs", "3"]) == 0
+    report = json.loads((results / "warm_vs_full_rounds.json").read_text())
+    assert report["N"] == first["N"] and report["warm_steps_per_epoch"] == 1
+    for old, new in zip(first["rounds"], report["rounds"]):
+        assert new["prim"] == old["prim"] and new["target"] == old["target"]
+        assert new["adpt"]["run_dir"] != old["adpt"]["run_dir"]
+        assert new["adpt"]["steps"] == new["adpt"]["epochs"] <= 3  # one step an evaluation period
+    assert report["rounds"][1]["cumulative_prim_flops"] == pytest.approx(first["rounds"][1]["cumulative_prim_flops"])
+
+
+def test_reuse_of_other_people_is_refused_in_one_line(rounds_run, setup, capsys):
+    work, _ = rounds_run
+    _, common = setup
+    with pytest.raises(SystemExit) as exit_:
+        warm_vs_full.main([*common, "--rounds", "2", "--add", "2", "--remove", "2", "--seed", "3",
+                           "--reuse", str(work / "results" / "warm_vs_full_rounds.json")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "its people or changes differ from this run's" in err, err
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--add", "2", "--remove", "7"], "round 1: --remove 7 is more than the 6 people who may leave"),
     (["--add", "9"], "needs 18 future people"),
     (["--add", "1"], "--add must be >= 2"),
+    (["--warm-steps-per-epoch", "-1"], "--warm-steps-per-epoch must be >= 0"),
 ])
 def test_impossible_rounds_are_one_line_errors(setup, capsys, extra, message):
     _, common = setup
