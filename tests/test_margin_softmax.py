@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from trainer import config as config_lib
 from trainer.config import ConfigError
-from trainer.margin_softmax import MarginHead, margin_logits, margin_softmax_loss
+from trainer.margin_softmax import MarginHead, margin_logits, margin_softmax_loss, teacher_centres
 from tests.test_train import run, smoke_config
 
 
@@ -75,6 +75,18 @@ def test_gradient_steps_pull_embeddings_towards_their_class():
     assert (np.argmax(e @ w.T, axis=1) == labels.numpy()).all()
 
 
+def test_teacher_centres_are_normalised_means_of_the_embedded_photos():
+    vectors = np.array([[1, 0], [0, 1], [9, 9], [0, -2], [3, 4]], np.float32)
+    ok = np.array([True, True, False, True, True])
+    centres = teacher_centres(vectors, ok, np.array([0, 0, 0, 1, 1]), 3)
+    np.testing.assert_allclose(centres[0], [2 ** -0.5, 2 ** -0.5], atol=1e-6)  # the failed row takes no part
+    np.testing.assert_allclose(centres[1], np.array([3, 2]) / 13 ** 0.5, atol=1e-6)
+    assert not centres[2].any(), "a class with no embedded photo is a zero row"
+    head = MarginHead(3, 2, "cosface", 30.0, 0.35, centres=centres)
+    assert not head.trainable_variables and np.array_equal(head.class_weights.numpy(), centres)
+    assert len(MarginHead(3, 2, "cosface", 30.0, 0.35).trainable_variables) == 1  # learned: trained
+
+
 def test_config_checks_the_head():
     base = {"data": {"source": "x"}, "train": {"margin_softmax": "cosface"}}
     assert config_lib.from_dict(base).train.margin_softmax_scale == 30.0
@@ -82,6 +94,9 @@ def test_config_checks_the_head():
         config_lib.from_dict({"data": {"source": "x"}, "train": {"margin_softmax": "softmax"}})
     with pytest.raises(ConfigError, match="margin_softmax_margin"):
         config_lib.from_dict({"data": {"source": "x"}, "train": {"margin_softmax": "arcface", "margin_softmax_margin": 2.0}})
+    with pytest.raises(ConfigError, match="'train.margin_softmax_centres: teacher' needs train.margin_softmax and train.teacher"):
+        config_lib.from_dict({"data": {"source": "x"}, "train": {"margin_softmax": "cosface",
+                                                                 "margin_softmax_centres": "teacher"}})
     # The head alone is a loss: no triplet term needed.
     assert config_lib.from_dict({"data": {"source": "x"}, "train": {"margin_softmax": "arcface", "metric_weight": 0.0}})
 

@@ -17,6 +17,7 @@ from trainer import config as config_lib, run_results
 from trainer.config import ConfigError
 from trainer.prepare import DatasetError, prepare, prune, teacher_path
 from trainer.run_plan import RunPlan
+from trainer.teacher_cache import read_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,8 +151,6 @@ def test_the_teacher_embeds_every_photo_once_and_its_cache_is_checked(teacher_in
 
 
 def _teacher_vectors(path):
-    from trainer.teacher_cache import read_teacher
-
     return read_teacher(path)[0]
 
 
@@ -169,6 +168,7 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
                   "sampling": "photos",
                   "optimizer": "adam", "teacher": "dlib_resnet_v1", "metric_weight": 0.5, "distill_weight": 1.0,
                   "distill_relational_weight": 1.0, "teacher_views": 1, "lr_schedule": "cosine", "warmup_epochs": 1,
+                  "margin_softmax": "cosface", "margin_softmax_centres": "teacher", "margin_softmax_weight": 0.1,
                   "out_dir": str(tmp_path / "runs"), "run_name": "d"},
         "eval": {"folds": 2, "pairs_per_fold": 2, "benchmarks": [
             {"pairs": str(tmp_path / "eight.pairs.txt"), "images": str(eight_people), "numbering": "sorted"}]},
@@ -186,6 +186,7 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
     assert "benchmark eight: accuracy" in done.stdout
     views = RunPlan.load(tmp_path / "runs" / "d").source_counts["teacher_views"]
     assert views["views_made"] == 12 and views["views_shards"] == 4, "one view of each training photo"
+    _the_head_is_the_teachers_centres(RunPlan.load(tmp_path / "runs" / "d"))
     # A quiet console: TensorFlow's start-up lines go to the run's train.log, whose path is printed.
     log = tmp_path / "runs" / "d" / "train.log"
     assert f"full log: {log}" in done.stdout and "benchmark eight: accuracy" in log.read_text()
@@ -202,6 +203,20 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
     assert teacher.returncode == 0, teacher.stderr[-2000:]
     metrics = json.loads((tmp_path / "runs" / "d" / "eval-test-dlib_resnet_v1" / "metrics.json").read_text())
     assert metrics["auc"] > 0.9, "the teacher tells these two test people apart"
+
+
+def _the_head_is_the_teachers_centres(plan):
+    """train.margin_softmax_centres: teacher — a fixed class per training person at the normalised mean
+    of the teacher's embeddings of their photos (the same files the run trained with)."""
+    from trainer import config as config_lib
+    from trainer.worker import _margin_head
+
+    head = _margin_head(config_lib.from_dict(plan.config).train, plan.shards.train, 128)
+    assert not head.trainable_variables, "the centres are fixed"
+    for row, shard in zip(head.class_weights.numpy(), plan.shards.train):
+        vectors, ok = read_teacher(teacher_path(shard, "dlib_resnet_v1"))
+        mean = vectors[ok, 0].mean(axis=0)
+        np.testing.assert_allclose(row, mean / np.linalg.norm(mean), atol=1e-5)
 
 
 def test_asking_for_the_teacher_without_the_extra_is_one_line(tmp_path):

@@ -84,6 +84,10 @@ class TrainConfig:
     margin_softmax_weight: float = 1.0
     margin_softmax_scale: float = 30.0
     margin_softmax_margin: float = 0.35
+    # learned (a weight vector per person, trained) | teacher: each person's weight is the mean of the
+    # teacher's embeddings of their training photos, fixed (ProxylessKD, Shi et al. 2020): the class
+    # head is the teacher's, so the margin pulls the student into the teacher's space.
+    margin_softmax_centres: str = "learned"
     # Which checkpoint a finished run keeps as its model: "best" (highest validation accuracy) or "last".
     keep: str = "best"
     # identities: every person equally likely in a P×K batch (FaceNet's); photos: a person in
@@ -155,6 +159,7 @@ _CHOICES = {
     "train.optimizer": ("adagrad", "adam"),
     "train.loss": ("semihard", "hard"),
     "train.margin_softmax": ("", "cosface", "arcface"),
+    "train.margin_softmax_centres": ("learned", "teacher"),
     "train.distance_metric": ("L2", "squared-L2", "angular"),
 }
 
@@ -222,6 +227,9 @@ def _check_ranges(cfg: Config) -> None:
                                          and 0 <= cfg.train.margin_softmax_margin < 1.5):
         raise ConfigError("config keys 'train.margin_softmax_scale' and '_weight' must be > 0 and "
                           "'train.margin_softmax_margin' in [0, 1.5)")
+    if cfg.train.margin_softmax_centres == "teacher" and not (cfg.train.margin_softmax and cfg.train.teacher):
+        raise ConfigError("config key 'train.margin_softmax_centres: teacher' needs train.margin_softmax and "
+                          "train.teacher")
     if not distilling and cfg.train.metric_weight == 0 and not cfg.train.margin_softmax:
         raise ConfigError("config key 'train.metric_weight' is 0 and nothing is distilled: there is no loss")
     if not 0 <= cfg.data.val_fraction + cfg.data.test_fraction < 1:

@@ -15,11 +15,13 @@ label outside the head's classes take no part.
 ``margin_softmax_loss`` is a pure function (tested against NumPy); ``MarginHead`` holds the class
 weights, a [classes, dim] variable trained with the network and dropped at export: the shipped model
 is the embedding network alone. The head is not checkpointed (a resumed run starts a fresh head).
+``teacher_centres`` gives the fixed weights of ``train.margin_softmax_centres: teacher`` (ProxylessKD).
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 KINDS = ("cosface", "arcface")
@@ -56,13 +58,25 @@ def margin_softmax_loss(embeddings, labels, class_weights, kind: str = "cosface"
     return tf.reduce_sum(per_row * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
 
-class MarginHead(tf.Module):
-    """The training people's class weights and the loss over them (``train.margin_softmax``)."""
+def teacher_centres(vectors: np.ndarray, ok: np.ndarray, classes: np.ndarray, count: int) -> np.ndarray:
+    """[count, dim] unit vectors: class c's is the normalised mean of the teacher's embeddings of its
+    photos (``classes`` gives each row's class; rows the teacher failed on, ``ok`` False, take no part).
+    A class with no embedded photo gets a zero row, which no embedding is near."""
+    sums = np.zeros((count, vectors.shape[1]), np.float64)
+    np.add.at(sums, classes[ok], vectors[ok])
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    return np.where(norms > 0, sums / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 
-    def __init__(self, classes: int, dim: int, kind: str, scale: float, margin: float, seed: int = 0):
+
+class MarginHead(tf.Module):
+    """The training people's class weights and the loss over them (``train.margin_softmax``);
+    ``centres`` (a [classes, dim] array) fixes them instead of learning them from a random start."""
+
+    def __init__(self, classes: int, dim: int, kind: str, scale: float, margin: float, seed: int = 0,
+                 centres: np.ndarray | None = None):
         super().__init__(name="margin_head")
-        init = tf.random.stateless_normal([classes, dim], seed=[seed, 7], stddev=0.01)
-        self.class_weights = tf.Variable(init, trainable=True, name="class_weights")
+        init = tf.random.stateless_normal([classes, dim], seed=[seed, 7], stddev=0.01) if centres is None else centres
+        self.class_weights = tf.Variable(init, trainable=centres is None, name="class_weights")
         self.kind, self.scale, self.margin = kind, scale, margin
 
     def loss(self, embeddings, labels):

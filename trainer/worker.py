@@ -56,7 +56,7 @@ def train_worker(plan: RunPlan, in_ray: bool = False) -> dict:
     with replica.strategy.scope():
         model = build_model(cfg.model.name, cfg.model.embedding_dim, size)
         optimizer = make_optimizer(t, steps)
-        head = _margin_head(t, len(plan.shards.train), cfg.model.embedding_dim)
+        head = _margin_head(t, plan.shards.train, cfg.model.embedding_dim)
         optimizer.build(model.trainable_variables + (list(head.trainable_variables) if head else []))
     loss_fn = (TripletSemiHardLoss if t.loss == "semihard" else TripletHardLoss)(margin=t.margin,
                                                                                distance_metric=t.distance_metric)
@@ -105,13 +105,25 @@ def _replica(cfg: Config, in_ray: bool) -> _Replica:
     return _Replica(strategy, rank, world, in_ray)
 
 
-def _margin_head(t, classes: int, dim: int):
-    """The margin-softmax head over the training people (``train.margin_softmax``), or None."""
+def _margin_head(t, shards: list[str], dim: int):
+    """The margin-softmax head over the training people (``train.margin_softmax``; a class per training
+    shard, the label pk_batches gives its photos), or None."""
     if not t.margin_softmax:
         return None
-    from trainer.margin_softmax import MarginHead
+    from trainer.margin_softmax import MarginHead, teacher_centres
 
-    return MarginHead(classes, dim, t.margin_softmax, t.margin_softmax_scale, t.margin_softmax_margin, t.seed)
+    centres = None
+    if t.margin_softmax_centres == "teacher":
+        import numpy as np
+
+        from trainer.teacher_cache import read_teacher, teacher_path
+
+        rows = [read_teacher(teacher_path(shard, t.teacher)) for shard in shards]
+        classes = np.concatenate([np.full(len(ok), c) for c, (_, ok) in enumerate(rows)]).astype(int)
+        centres = teacher_centres(np.concatenate([v[:, 0] for v, _ in rows]), np.concatenate([ok for _, ok in rows]),
+                                  classes, len(shards))
+    return MarginHead(len(shards), dim, t.margin_softmax, t.margin_softmax_scale, t.margin_softmax_margin, t.seed,
+                      centres)
 
 
 def _restore(plan: RunPlan, replica: _Replica, model, optimizer) -> dict:
