@@ -10,7 +10,8 @@ comparable from round to round. A round's data is a folder of symlinks to only i
 person is gone from the data, not just from the split. N_prim(r) trains from scratch on it; N_adpt(r)
 warm-starts from the production model (N_adpt(r-1), or N) until it reaches N_prim(r)'s accuracy on the
 validation and added people, or ``--max-warm-epochs`` run out (recorded as not reached). The rule is
-checked once every ``--warm-steps-per-epoch`` steps, so that period is the grain of a warm start's cost.
+checked once every ``--warm-steps-per-epoch`` steps, so that period is the grain of a warm start's cost;
+``--warm-oversample F`` draws the round's added people F times as often into its batches.
 ``--reuse`` takes N and every N_prim from an earlier report of the same people and changes, so a new
 warm-start policy is measured against the same full retrainings without training them again.
 The report (plot, table) is experiments/continual_report.py.
@@ -193,7 +194,8 @@ def run_rounds(cfg, args, identities: dict, people: People, changes: list[Change
         # The cap: a miss is recorded, not chased.
         warm = warm_start_config(child, epochs=epochs, steps_per_epoch=period, stop_when=stop_at(target, TOLERANCE))
         adpt = run_child(warm, f"r{change.round:02d}-N_adpt", root, split, evals, parent_id,
-                         str(checkpoints.latest_checkpoint(production)), {"round": change.round, "strategy": "N_adpt"})
+                         str(checkpoints.latest_checkpoint(production)), {"round": change.round, "strategy": "N_adpt"},
+                         oversample=(change.added, args.warm_oversample))
         production, adpt_f = adpt["run_dir"], Figures.of(adpt)
         total_adpt, total_prim = total_adpt + adpt_f.train_flops, total_prim + prim_f.train_flops
         reached = all(adpt["final"][k] >= v - TOLERANCE for k, v in target.items())
@@ -241,6 +243,7 @@ def main(args, cfg, parser, cmd: str) -> int:
     parent_id = tracking.parent_run(uri, cfg.mlflow.experiment, STEM, {
         "rounds": args.rounds, "add": args.add, "remove": args.remove, "base_identities": len(people.base),
         "max_warm_epochs": warm_budget(cfg, args)[0], "warm_steps_per_epoch": warm_budget(cfg, args)[1] or 0,
+        "warm_oversample": args.warm_oversample,
         "reused": reused.source if reused else "", **cfg.flat()})
     n, rounds = run_rounds(cfg, args, identities, people, changes, parent_id, reused)
     summary, out = trends(rounds), args.results / STEM
@@ -250,7 +253,8 @@ def main(args, cfg, parser, cmd: str) -> int:
     out.with_suffix(".json").write_text(json.dumps(
         {"summary": summary, "N": asdict(n), "rounds": [asdict(r) for r in rounds], "people": asdict(people),
          "mlflow_parent_run_id": parent_id, "target_mode": args.target,
-         "warm_steps_per_epoch": warm_budget(cfg, args)[1], "reused": reused.source if reused else None,
+         "warm_steps_per_epoch": warm_budget(cfg, args)[1], "warm_oversample": args.warm_oversample,
+         "reused": reused.source if reused else None,
          "command": cmd}, indent=1))
     tracking.start(uri, cfg.mlflow.experiment, "", run_id=parent_id)
     for r in rounds:  # one step per round: MLflow's charts of the parent show the trends

@@ -70,13 +70,19 @@ def build_roots(root: Path, work: Path, cfg, new_count: int, seed: int):
 
 
 def run_child(cfg, label: str, source: Path, split: Split, eval_people: dict[str, list[str]], parent_run_id: str,
-              init_from: str = "", tags: dict | None = None) -> dict:
+              init_from: str = "", tags: dict | None = None, oversample: tuple[list[str], float] = ([], 1.0)) -> dict:
     """Train one child run of ``parent_run_id`` on ``split`` of the identity folder ``source``. Every
-    epoch evaluates validation and each set of ``eval_people`` (metrics ``<name>_accuracy``)."""
+    epoch evaluates validation and each set of ``eval_people`` (metrics ``<name>_accuracy``).
+    ``oversample`` (people, factor): those people are drawn into P×K batches ``factor`` times as often."""
     cfg = config_lib.from_dict(cfg.to_dict())
     cfg.data.source, cfg.train.run_name = str(source), f"warm_vs_full-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     plan = train.plan_run(cfg, None, split=split)
     manifest = json.loads(Path(plan.manifest).read_text())
+    people, factor = oversample
+    if people and factor != 1.0:
+        chosen = set(shard_paths(manifest, sorted(people)))
+        plan.train_weights = [w * (factor if shard in chosen else 1.0)
+                              for w, shard in zip(plan.train_weights or [1.0] * len(plan.shards.train), plan.shards.train)]
     plan.eval_sets = {"val": plan.shards.val,
                       **{name: shard_paths(manifest, sorted(names)) for name, names in eval_people.items()}}
     plan.init_from, plan.parent_run_id = init_from, parent_run_id  # saved by open_tracking
@@ -157,13 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-steps-per-epoch", type=int, default=0,
                         help="with --rounds: a warm start's evaluation period in steps, the grain of its cost "
                              "(0 = train.steps_per_epoch)")
+    parser.add_argument("--warm-oversample", type=float, default=1.0, metavar="F",
+                        help="with --rounds: a warm start draws the round's added people F times as often (default 1)")
     args = parser.parse_args(argv)
     for wrong, message in ((args.rounds < 0, "--rounds must be >= 0"),
                            (args.rounds and args.add < 2, "--add must be >= 2 (the added people are measured in pairs)"),
                            (args.remove < 0, "--remove must be >= 0"),
                            (args.max_warm_epochs < 0, "--max-warm-epochs must be >= 0"),
                            (args.warm_steps_per_epoch < 0, "--warm-steps-per-epoch must be >= 0"),
-                           (args.warm_steps_per_epoch and not args.rounds, "--warm-steps-per-epoch is for --rounds")):
+                           (args.warm_steps_per_epoch and not args.rounds, "--warm-steps-per-epoch is for --rounds"),
+                           (args.warm_oversample <= 0, "--warm-oversample must be > 0")):
         if wrong:
             parser.error(message)
     import mlflow

@@ -13,6 +13,7 @@ from experiments import warm_vs_full
 from tests.synthetic import make_identity_folders
 from tests.test_train import smoke_config
 from trainer.run_plan import RunPlan
+from trainer.splits import shard_paths
 
 EXPERIMENT = "warm_vs_full_rounds_test"
 
@@ -101,13 +102,16 @@ def test_reuse_keeps_n_and_n_prim_and_the_warm_period_sets_the_grain(rounds_run,
     results = work / "reused"
     assert warm_vs_full.main([*common[:-1], str(results), "--rounds", "2", "--add", "2", "--remove", "2",
                               "--reuse", str(work / "results" / "warm_vs_full_rounds.json"),
-                              "--warm-steps-per-epoch", "1", "--max-warm-epochs", "3"]) == 0
+                              "--warm-steps-per-epoch", "1", "--max-warm-epochs", "3", "--warm-oversample", "4"]) == 0
     report = json.loads((results / "warm_vs_full_rounds.json").read_text())
-    assert report["N"] == first["N"] and report["warm_steps_per_epoch"] == 1
+    assert report["N"] == first["N"] and report["warm_steps_per_epoch"] == 1 and report["warm_oversample"] == 4
     for old, new in zip(first["rounds"], report["rounds"]):
         assert new["prim"] == old["prim"] and new["target"] == old["target"]
         assert new["adpt"]["run_dir"] != old["adpt"]["run_dir"]
         assert new["adpt"]["steps"] == new["adpt"]["epochs"] <= 3  # one step an evaluation period
+        plan = RunPlan.load(new["adpt"]["run_dir"])  # the added people are drawn 4 times as often
+        added = set(shard_paths(json.loads(Path(plan.manifest).read_text()), new["added"]))
+        assert len(added) == 2 and plan.train_weights == [4.0 if s in added else 1.0 for s in plan.shards.train]
     assert report["rounds"][1]["cumulative_prim_flops"] == pytest.approx(first["rounds"][1]["cumulative_prim_flops"])
 
 
@@ -127,6 +131,7 @@ def test_reuse_of_other_people_is_refused_in_one_line(rounds_run, setup, capsys)
     (["--add", "9"], "needs 18 future people"),
     (["--add", "1"], "--add must be >= 2"),
     (["--warm-steps-per-epoch", "-1"], "--warm-steps-per-epoch must be >= 0"),
+    (["--warm-oversample", "0"], "--warm-oversample must be > 0"),
 ])
 def test_impossible_rounds_are_one_line_errors(setup, capsys, extra, message):
     _, common = setup
