@@ -119,3 +119,10 @@ def test_warm_starts_train_without_the_head():
     warm = warm_start_config(base, epochs=2)
     assert warm.train.margin_softmax == "" and warm.train.metric_weight == 1.0 and warm.train.epochs == 2
     assert base.train.margin_softmax == "cosface"  # the base run's config is left as it was
+    # The default distilled recipe's head (the teacher's centres) is dropped whole: a warm start's config
+    # must still pass the config checks its workers run (lifecycle run 7's job failed on exactly this).
+    centred = config_lib.from_dict({"data": {"source": "x"}, "train": {
+        "margin_softmax": "cosface", "margin_softmax_centres": "teacher", "teacher": "dlib_resnet_v1"}})
+    warm = warm_start_config(centred, epochs=1)
+    assert (warm.train.margin_softmax, warm.train.margin_softmax_centres) == ("", "learned")
+    assert config_lib.from_dict(warm.to_dict()).train.teacher == "dlib_resnet_v1"

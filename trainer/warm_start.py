@@ -38,7 +38,7 @@ def warm_start_config(base: Config, *, epochs: int | None = None, steps_per_epoc
         # The class head is not checkpointed and its people change with every warm start: a fresh,
         # random head's first gradients would pull the trained embedding apart before it had learned
         # anything. Warm starts train on the metric (and distillation) terms instead.
-        cfg.train.margin_softmax = ""
+        cfg.train.margin_softmax, cfg.train.margin_softmax_centres = "", "learned"
         if not (cfg.train.metric_weight or cfg.train.distill_weight or cfg.train.distill_relational_weight):
             cfg.train.metric_weight = 1.0
     return cfg
