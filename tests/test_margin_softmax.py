@@ -76,9 +76,10 @@ def test_gradient_steps_pull_embeddings_towards_their_class():
 
 
 def test_teacher_centres_are_normalised_means_of_the_embedded_photos():
-    vectors = np.array([[1, 0], [0, 1], [9, 9], [0, -2], [3, 4]], np.float32)
-    ok = np.array([True, True, False, True, True])
-    centres = teacher_centres(vectors, ok, np.array([0, 0, 0, 1, 1]), 3)
+    centres = teacher_centres([
+        (np.array([[1, 0], [0, 1], [9, 9]], np.float32), np.array([True, True, False])),
+        (np.array([[0, -2], [3, 4]], np.float32), np.array([True, True])),
+        (np.zeros((1, 2), np.float32), np.array([False]))])
     np.testing.assert_allclose(centres[0], [2 ** -0.5, 2 ** -0.5], atol=1e-6)  # the failed row takes no part
     np.testing.assert_allclose(centres[1], np.array([3, 2]) / 13 ** 0.5, atol=1e-6)
     assert not centres[2].any(), "a class with no embedded photo is a zero row"

@@ -58,12 +58,11 @@ def margin_softmax_loss(embeddings, labels, class_weights, kind: str = "cosface"
     return tf.reduce_sum(per_row * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
 
-def teacher_centres(vectors: np.ndarray, ok: np.ndarray, classes: np.ndarray, count: int) -> np.ndarray:
-    """[count, dim] unit vectors: class c's is the normalised mean of the teacher's embeddings of its
-    photos (``classes`` gives each row's class; rows the teacher failed on, ``ok`` False, take no part).
-    A class with no embedded photo gets a zero row, which no embedding is near."""
-    sums = np.zeros((count, vectors.shape[1]), np.float64)
-    np.add.at(sums, classes[ok], vectors[ok])
+def teacher_centres(per_class: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """[classes, dim] unit vectors, one per (vectors, ok) pair of ``per_class``: the normalised mean of
+    that class's teacher embeddings (rows the teacher failed on, ``ok`` False, take no part). A class
+    with no embedded photo gets a zero row, which no embedding is near."""
+    sums = np.stack([vectors[ok].sum(axis=0, dtype=np.float64) for vectors, ok in per_class])
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     return np.where(norms > 0, sums / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 

@@ -114,14 +114,9 @@ def _margin_head(t, shards: list[str], dim: int):
 
     centres = None
     if t.margin_softmax_centres == "teacher":
-        import numpy as np
+        from trainer.teacher_cache import cached_embeddings
 
-        from trainer.teacher_cache import read_teacher, teacher_path
-
-        rows = [read_teacher(teacher_path(shard, t.teacher)) for shard in shards]
-        classes = np.concatenate([np.full(len(ok), c) for c, (_, ok) in enumerate(rows)]).astype(int)
-        centres = teacher_centres(np.concatenate([v[:, 0] for v, _ in rows]), np.concatenate([ok for _, ok in rows]),
-                                  classes, len(shards))
+        centres = teacher_centres([cached_embeddings([shard], t.teacher) for shard in shards])
     return MarginHead(len(shards), dim, t.margin_softmax, t.margin_softmax_scale, t.margin_softmax_margin, t.seed,
                       centres)
 
