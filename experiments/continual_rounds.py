@@ -173,7 +173,7 @@ def full_retraining(child, args, change: Change, root: Path, split: Split, evals
 
 
 def run_rounds(cfg, args, identities: dict, people: People, changes: list[Change], parent_id: str,
-               reused: Reused | None = None):
+               budget: tuple[int, int | None], reused: Reused | None = None):
     work, held = args.work.resolve() / "rounds", people.val + people.test
     child = config_lib.from_dict(cfg.to_dict())
     child.data.max_identities = 0  # each folder holds exactly its round's people
@@ -185,7 +185,7 @@ def run_rounds(cfg, args, identities: dict, people: People, changes: list[Change
                                  {"old": people.old_sample}, parent_id, tags={"round": 0, "strategy": "N"}))
     production, rounds = n.run_dir, []
     total_adpt = total_prim = n.train_flops
-    epochs, period = warm_budget(cfg, args)
+    epochs, period = budget  # warm_budget's
     for change in changes:
         root = link_round(identities, work / f"round-{change.round:02d}", change.present + held)
         split, evals = Split(change.present, people.val, people.test), {"old": people.old_sample, "new": change.added}
@@ -239,13 +239,13 @@ def main(args, cfg, parser, cmd: str) -> int:
         reused = reuse(args.reuse, people, changes, args.target) if args.reuse else None
     except (DatasetError, OSError) as exc:
         parser.error(str(exc))
-    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    budget, uri = warm_budget(cfg, args), tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     parent_id = tracking.parent_run(uri, cfg.mlflow.experiment, STEM, {
         "rounds": args.rounds, "add": args.add, "remove": args.remove, "base_identities": len(people.base),
-        "max_warm_epochs": warm_budget(cfg, args)[0], "warm_steps_per_epoch": warm_budget(cfg, args)[1] or 0,
+        "max_warm_epochs": budget[0], "warm_steps_per_epoch": budget[1] or 0,
         "warm_oversample": args.warm_oversample,
         "reused": reused.source if reused else "", **cfg.flat()})
-    n, rounds = run_rounds(cfg, args, identities, people, changes, parent_id, reused)
+    n, rounds = run_rounds(cfg, args, identities, people, changes, parent_id, budget, reused)
     summary, out = trends(rounds), args.results / STEM
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(n, rounds, out.with_suffix(".png"))
@@ -253,7 +253,7 @@ def main(args, cfg, parser, cmd: str) -> int:
     out.with_suffix(".json").write_text(json.dumps(
         {"summary": summary, "N": asdict(n), "rounds": [asdict(r) for r in rounds], "people": asdict(people),
          "mlflow_parent_run_id": parent_id, "target_mode": args.target,
-         "warm_steps_per_epoch": warm_budget(cfg, args)[1], "warm_oversample": args.warm_oversample,
+         "warm_steps_per_epoch": budget[1], "warm_oversample": args.warm_oversample,
          "reused": reused.source if reused else None,
          "command": cmd}, indent=1))
     tracking.start(uri, cfg.mlflow.experiment, "", run_id=parent_id)
