@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                            (args.max_warm_epochs < 0, "--max-warm-epochs must be >= 0"),
                            (args.warm_steps_per_epoch < 0, "--warm-steps-per-epoch must be >= 0"),
                            (args.warm_steps_per_epoch and not args.rounds, "--warm-steps-per-epoch is for --rounds"),
-                           (args.warm_oversample <= 0, "--warm-oversample must be > 0")):
+                           (args.warm_oversample <= 0, "--warm-oversample must be > 0"),
+                           (args.warm_oversample != 1.0 and not args.rounds, "--warm-oversample is for --rounds")):
         if wrong:
             parser.error(message)
     import mlflow

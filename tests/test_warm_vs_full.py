@@ -142,6 +142,16 @@ def test_impossible_rounds_are_one_line_errors(setup, capsys, extra, message):
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
 
 
+@pytest.mark.parametrize("flag", ["--warm-steps-per-epoch", "--warm-oversample"])
+def test_warm_start_options_of_the_rounds_are_refused_without_them(setup, capsys, flag):
+    _, common = setup
+    with pytest.raises(SystemExit) as exit_:
+        warm_vs_full.main([*common, flag, "4"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{flag} is for --rounds" in err, err
+
+
 def test_without_rounds_the_single_change_is_unchanged(setup, local_ray):
     """The default (``--rounds 0``): N, N_prim and N_adpt once, as before the rounds existed."""
     work, common = setup
