@@ -113,17 +113,33 @@ def test_a_run_with_the_head_learns_and_ships_the_embedding_network_alone(synthe
     assert model.output_shape == (None, 128)  # the class weights stayed behind
 
 
-def test_warm_starts_train_without_the_head():
+def test_warm_starts_train_without_a_learned_head():
     from trainer.warm_start import warm_start_config
 
     base = config_lib.from_dict({"data": {"source": "x"}, "train": {"margin_softmax": "cosface", "metric_weight": 0.0}})
     warm = warm_start_config(base, epochs=2)
     assert warm.train.margin_softmax == "" and warm.train.metric_weight == 1.0 and warm.train.epochs == 2
     assert base.train.margin_softmax == "cosface"  # the base run's config is left as it was
-    # The default distilled recipe's head (the teacher's centres) is dropped whole: a warm start's config
-    # must still pass the config checks its workers run (lifecycle run 7's job failed on exactly this).
+
+
+def test_warm_starts_keep_the_teachers_centres_unless_the_teacher_is_dropped(monkeypatch):
+    from enroll import retrain_job
+    from trainer.teacher import TeacherMissing
+    from trainer.warm_start import warm_start_config
+
     centred = config_lib.from_dict({"data": {"source": "x"}, "train": {
         "margin_softmax": "cosface", "margin_softmax_centres": "teacher", "teacher": "dlib_resnet_v1"}})
     warm = warm_start_config(centred, epochs=1)
-    assert (warm.train.margin_softmax, warm.train.margin_softmax_centres) == ("", "learned")
-    assert config_lib.from_dict(warm.to_dict()).train.teacher == "dlib_resnet_v1"
+    # The head is rebuilt from the teacher files of the warm start's own people: no random start.
+    assert (warm.train.margin_softmax, warm.train.margin_softmax_centres) == ("cosface", "teacher")
+    assert config_lib.from_dict(warm.to_dict()).train.teacher == "dlib_resnet_v1"  # passes the workers' checks
+    # Without the [teacher] extra the retraining job drops the teacher, and the head with it: the config
+    # must still pass the checks its workers run (lifecycle run 7's first job failed on exactly this).
+
+    def missing(name):
+        raise TeacherMissing(f"teacher {name!r} needs the [teacher] extra")
+
+    monkeypatch.setattr("trainer.teacher.check_teacher", missing)
+    retrain_job.keep_or_drop_teacher(warm)
+    assert (warm.train.teacher, warm.train.margin_softmax, warm.train.margin_softmax_centres) == ("", "", "learned")
+    assert config_lib.from_dict(warm.to_dict()).train.metric_weight == 1.0
