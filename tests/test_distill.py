@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.distill import distillation_loss, embedding_matching, relational_matching
+from trainer.distill import centre_matching, distillation_loss, embedding_matching, relational_matching
 
 
 def unit(rows):
@@ -55,3 +55,26 @@ def test_weighted_sum_and_gradient_pull_the_student_towards_the_teacher():
     after = distillation_loss(tf.math.l2_normalize(raw, axis=1), teacher, mask, 1.0, 0.5)
     assert float(after) < float(loss)
     assert float(distillation_loss(student, teacher, mask, 0.0, 0.0)) == 0.0
+
+
+def test_centre_matching_is_the_kl_of_softmaxed_centre_cosines_over_masked_rows():
+    rng = np.random.default_rng(3)
+    centres = unit(rng.normal(size=(5, 8))).numpy() * 3.0  # not unit: the loss normalises them
+    teacher, student = unit(rng.normal(size=(4, 8))), unit(rng.normal(size=(4, 8)))
+    mask = tf.constant([1.0, 1.0, 1.0, 0.0])
+
+    def softmax(x):
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    unit_centres = centres / np.linalg.norm(centres, axis=1, keepdims=True)
+    p = softmax(10.0 * teacher.numpy() @ unit_centres.T)
+    q = softmax(10.0 * student.numpy() @ unit_centres.T)
+    expected = (p * (np.log(p) - np.log(q))).sum(axis=1)[:3].mean()
+    assert float(centre_matching(student, teacher, mask, centres, 10.0)) == pytest.approx(expected, rel=1e-4)
+    assert float(centre_matching(teacher, teacher, mask, centres, 10.0)) == pytest.approx(0.0, abs=1e-6)
+    # A rotation the centres do not share is seen (unlike the relational term): the centres are fixed.
+    q_rot, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    rotated = tf.constant(teacher.numpy() @ q_rot.astype(np.float32))
+    assert float(centre_matching(rotated, teacher, mask, centres, 10.0)) > 0.05
+    assert float(centre_matching(student, teacher, tf.zeros(4), centres, 10.0)) == 0.0

@@ -98,6 +98,12 @@ def test_config_checks_the_head():
     with pytest.raises(ConfigError, match="'train.margin_softmax_centres: teacher' needs train.margin_softmax and train.teacher"):
         config_lib.from_dict({"data": {"source": "x"}, "train": {"margin_softmax": "cosface",
                                                                  "margin_softmax_centres": "teacher"}})
+    centred = {"margin_softmax": "cosface", "margin_softmax_centres": "teacher", "teacher": "dlib_resnet_v1"}
+    assert config_lib.from_dict({"data": {"source": "x"}, "train": {**centred, "centre_distill_weight": 1.0}})
+    for bad in ({"centre_distill_weight": 1.0}, {**centred, "centre_distill_weight": -1.0},
+                {**centred, "centre_distill_weight": 1.0, "centre_distill_scale": 0.0}):
+        with pytest.raises(ConfigError, match="'train.centre_distill_weight' must be >= 0"):
+            config_lib.from_dict({"data": {"source": "x"}, "train": bad})
     # The head alone is a loss: no triplet term needed.
     assert config_lib.from_dict({"data": {"source": "x"}, "train": {"margin_softmax": "arcface", "metric_weight": 0.0}})
 
@@ -140,6 +146,8 @@ def test_warm_starts_keep_the_teachers_centres_unless_the_teacher_is_dropped(mon
         raise TeacherMissing(f"teacher {name!r} needs the [teacher] extra")
 
     monkeypatch.setattr("trainer.teacher.check_teacher", missing)
+    warm.train.centre_distill_weight = 1.0
     retrain_job.keep_or_drop_teacher(warm)
     assert (warm.train.teacher, warm.train.margin_softmax, warm.train.margin_softmax_centres) == ("", "", "learned")
+    assert warm.train.centre_distill_weight == 0.0
     assert config_lib.from_dict(warm.to_dict()).train.metric_weight == 1.0

@@ -169,6 +169,7 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
                   "optimizer": "adam", "teacher": "dlib_resnet_v1", "metric_weight": 0.5, "distill_weight": 1.0,
                   "distill_relational_weight": 1.0, "teacher_views": 1, "lr_schedule": "cosine", "warmup_epochs": 1,
                   "margin_softmax": "cosface", "margin_softmax_centres": "teacher", "margin_softmax_weight": 0.1,
+                  "centre_distill_weight": 0.5,
                   "out_dir": str(tmp_path / "runs"), "run_name": "d"},
         "eval": {"folds": 2, "pairs_per_fold": 2, "benchmarks": [
             {"pairs": str(tmp_path / "eight.pairs.txt"), "images": str(eight_people), "numbering": "sorted"}]},

@@ -88,6 +88,10 @@ class TrainConfig:
     # teacher's embeddings of their training photos, fixed (ProxylessKD, Shi et al. 2020): the class
     # head is the teacher's, so the margin pulls the student into the teacher's space.
     margin_softmax_centres: str = "learned"
+    # + centre_distill_weight × KL(teacher || student) of the softmax of centre_distill_scale × their cosines
+    # to those teacher centres (trainer/distill.py centre_matching); needs margin_softmax_centres: teacher.
+    centre_distill_weight: float = 0.0
+    centre_distill_scale: float = 10.0
     # Which checkpoint a finished run keeps as its model: "best" (highest validation accuracy) or "last".
     keep: str = "best"
     # identities: every person equally likely in a P×K batch (FaceNet's); photos: a person in
@@ -230,6 +234,10 @@ def _check_ranges(cfg: Config) -> None:
     if cfg.train.margin_softmax_centres == "teacher" and not (cfg.train.margin_softmax and cfg.train.teacher):
         raise ConfigError("config key 'train.margin_softmax_centres: teacher' needs train.margin_softmax and "
                           "train.teacher")
+    if cfg.train.centre_distill_weight and not (cfg.train.centre_distill_weight > 0 < cfg.train.centre_distill_scale
+                                                 and cfg.train.margin_softmax_centres == "teacher"):
+        raise ConfigError("config key 'train.centre_distill_weight' must be >= 0, with 'train.centre_distill_scale' "
+                          "> 0 and train.margin_softmax_centres: teacher")
     if not distilling and cfg.train.metric_weight == 0 and not cfg.train.margin_softmax:
         raise ConfigError("config key 'train.metric_weight' is 0 and nothing is distilled: there is no loss")
     if not 0 <= cfg.data.val_fraction + cfg.data.test_fraction < 1:

@@ -11,6 +11,11 @@ compose with the triplet loss in one train step (trainer/train.py) and are teste
   pairwise-distance matrices (Park et al. 2019, "Relational Knowledge Distillation", distance-wise
   term, without their normalisation since both spaces are unit spheres). It only asks the student to
   keep who is near whom, which is what verification and identification use.
+- ``centre_matching``: the KL divergence from the teacher's to the student's softmax over their cosine
+  similarities to fixed class centres (the teacher's centres of the training people,
+  ``train.margin_softmax_centres: teacher``), as Hinton et al.'s soft targets over a classifier the
+  student shares with its teacher: each photo learns how much it resembles every training person,
+  not only which one it is.
 
 ``mask`` is 1 for photos the teacher embedded and 0 for the rest; masked photos take no part.
 """
@@ -38,6 +43,19 @@ def relational_matching(student: tf.Tensor, teacher: tf.Tensor, mask: tf.Tensor)
     pair_mask = mask[:, None] * mask[None, :] * (1.0 - tf.eye(tf.shape(student)[0], dtype=student.dtype))
     gap = _distances(student) - _distances(tf.cast(teacher, student.dtype))
     return tf.reduce_sum(tf.square(gap) * pair_mask) / tf.maximum(tf.reduce_sum(pair_mask), 1.0)
+
+
+def centre_matching(student: tf.Tensor, teacher: tf.Tensor, mask: tf.Tensor, centres: tf.Tensor,
+                    scale: float) -> tf.Tensor:
+    """Mean over masked rows of KL(p_teacher || p_student), p = softmax(scale · cos(embedding, centres))."""
+    mask = tf.cast(mask, tf.float32)
+    unit_centres = tf.math.l2_normalize(tf.cast(centres, tf.float32), axis=1)
+    student_logits = scale * tf.matmul(tf.cast(student, tf.float32), unit_centres, transpose_b=True)
+    teacher_logits = scale * tf.matmul(tf.cast(teacher, tf.float32), unit_centres, transpose_b=True)
+    p_teacher = tf.nn.softmax(teacher_logits, axis=1)
+    per_row = tf.reduce_sum(p_teacher * (tf.nn.log_softmax(teacher_logits, axis=1)
+                                         - tf.nn.log_softmax(student_logits, axis=1)), axis=1)
+    return tf.reduce_sum(per_row * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
 
 def distillation_loss(student, teacher, mask, embedding_weight: float, relational_weight: float) -> tf.Tensor:

@@ -18,12 +18,14 @@ def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance
     """
     import tensorflow as tf
 
-    from trainer.distill import distillation_loss
+    from trainer.distill import centre_matching, distillation_loss
     from trainer.losses import active_triplet_fraction
 
     metric_weight = tcfg.metric_weight if tcfg else 1.0
     distill = (tcfg.distill_weight, tcfg.distill_relational_weight) if tcfg and tcfg.teacher else (0.0, 0.0)
     head_weight = tcfg.margin_softmax_weight if tcfg and head is not None else 0.0
+    # Soft targets over the head's (fixed, teacher) centres; the config check ensures both exist.
+    centre_weight = tcfg.centre_distill_weight if head_weight and tcfg.teacher else 0.0
     variables = model.trainable_variables + (list(head.trainable_variables) if head_weight else [])
 
     def replica_step(images, labels, *teacher):
@@ -37,9 +39,13 @@ def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance
             all_embeddings = context.all_gather(embeddings, axis=0)
             all_labels = context.all_gather(labels, axis=0)
             loss = loss_fn(all_labels, all_embeddings) * metric_weight if metric_weight else 0.0
-            if any(distill):
+            if any(distill) or centre_weight:
                 targets, mask = (context.all_gather(t, axis=0) for t in teacher)
+            if any(distill):
                 loss += distillation_loss(all_embeddings, targets, mask, *distill)
+            if centre_weight:
+                loss += centre_weight * centre_matching(all_embeddings, targets, mask, head.class_weights,
+                                                        tcfg.centre_distill_scale)
             if head_weight:
                 loss += head_weight * head.loss(all_embeddings, all_labels)
             scaled_loss = loss / tf.cast(context.num_replicas_in_sync, loss.dtype)

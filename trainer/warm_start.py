@@ -51,5 +51,6 @@ def teacher_centred(cfg: Config) -> bool:
 def drop_margin_head(cfg: Config) -> None:
     """Train ``cfg`` without its margin-softmax head (on the metric term when nothing else is left)."""
     cfg.train.margin_softmax, cfg.train.margin_softmax_centres = "", "learned"
+    cfg.train.centre_distill_weight = 0.0  # its soft targets are over the head's centres
     if not (cfg.train.metric_weight or cfg.train.distill_weight or cfg.train.distill_relational_weight):
         cfg.train.metric_weight = 1.0
