@@ -135,14 +135,11 @@ def keep_or_drop_teacher(cfg) -> None:
     if not cfg.train.teacher:
         return
     from trainer.teacher import TeacherMissing, check_teacher
-    from trainer.warm_start import drop_margin_head, teacher_centred
 
     try:
         check_teacher(cfg.train.teacher)
     except TeacherMissing as exc:
         print(f"warning: {exc}; this warm start trains without distillation", flush=True)
-        if teacher_centred(cfg):  # the teacher's class centres need the teacher too
-            drop_margin_head(cfg)
         cfg.train.teacher, cfg.train.distill_weight, cfg.train.distill_relational_weight = "", 0.0, 0.0
         cfg.train.metric_weight = cfg.train.metric_weight or 1.0
         cfg.data.sources = [s for s in cfg.data.sources if s.labeled]

@@ -128,26 +128,15 @@ def test_warm_starts_train_without_a_learned_head():
     assert base.train.margin_softmax == "cosface"  # the base run's config is left as it was
 
 
-def test_warm_starts_keep_the_teachers_centres_unless_the_teacher_is_dropped(monkeypatch):
-    from enroll import retrain_job
-    from trainer.teacher import TeacherMissing
+def test_warm_starts_drop_the_teachers_centres_whole():
     from trainer.warm_start import warm_start_config
 
     centred = config_lib.from_dict({"data": {"source": "x"}, "train": {
-        "margin_softmax": "cosface", "margin_softmax_centres": "teacher", "teacher": "dlib_resnet_v1"}})
+        "margin_softmax": "cosface", "margin_softmax_centres": "teacher", "teacher": "dlib_resnet_v1",
+        "centre_distill_weight": 1.0}})
     warm = warm_start_config(centred, epochs=1)
-    # The head is rebuilt from the teacher files of the warm start's own people: no random start.
-    assert (warm.train.margin_softmax, warm.train.margin_softmax_centres) == ("cosface", "teacher")
-    assert config_lib.from_dict(warm.to_dict()).train.teacher == "dlib_resnet_v1"  # passes the workers' checks
-    # Without the [teacher] extra the retraining job drops the teacher, and the head with it: the config
-    # must still pass the checks its workers run (lifecycle run 7's first job failed on exactly this).
-
-    def missing(name):
-        raise TeacherMissing(f"teacher {name!r} needs the [teacher] extra")
-
-    monkeypatch.setattr("trainer.teacher.check_teacher", missing)
-    warm.train.centre_distill_weight = 1.0
-    retrain_job.keep_or_drop_teacher(warm)
-    assert (warm.train.teacher, warm.train.margin_softmax, warm.train.margin_softmax_centres) == ("", "", "learned")
+    # Dropped whole: a warm start's config must still pass the config checks its workers run (lifecycle
+    # run 7's first job failed on exactly this). Kept, the gate promoted a worse model (run 8).
+    assert (warm.train.margin_softmax, warm.train.margin_softmax_centres) == ("", "learned")
     assert warm.train.centre_distill_weight == 0.0
-    assert config_lib.from_dict(warm.to_dict()).train.metric_weight == 1.0
+    assert config_lib.from_dict(warm.to_dict()).train.teacher == "dlib_resnet_v1"

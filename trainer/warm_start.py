@@ -34,23 +34,14 @@ def warm_start_config(base: Config, *, epochs: int | None = None, steps_per_epoc
     cfg.train.stop_when = stop_when
     cfg.train.run_name = run_name or cfg.train.run_name
     cfg.train.out_dir = out_dir or cfg.train.out_dir
-    if cfg.train.margin_softmax and not teacher_centred(cfg):
+    if cfg.train.margin_softmax:
         # A learned class head is not checkpointed and its people change with every warm start: a fresh,
         # random head's first gradients would pull the trained embedding apart before it had learned
-        # anything. Warm starts train on the metric (and distillation) terms instead. A head fixed at the
-        # teacher's centres is no random start: it is rebuilt for the warm start's people and kept.
-        drop_margin_head(cfg)
+        # anything. A head fixed at the teacher's centres could be rebuilt for the warm start's people,
+        # but keeping it let the lifecycle's gate promote a warm start that named fewer of the enrolled
+        # people's real photos (README, lifecycle run 8). Warm starts train on the other terms.
+        cfg.train.margin_softmax, cfg.train.margin_softmax_centres = "", "learned"
+        cfg.train.centre_distill_weight = 0.0  # its soft targets are over the head's centres
+        if not (cfg.train.metric_weight or cfg.train.distill_weight or cfg.train.distill_relational_weight):
+            cfg.train.metric_weight = 1.0
     return cfg
-
-
-def teacher_centred(cfg: Config) -> bool:
-    """Whether ``cfg`` trains a margin head fixed at the teacher's class centres (ProxylessKD)."""
-    return bool(cfg.train.margin_softmax and cfg.train.margin_softmax_centres == "teacher" and cfg.train.teacher)
-
-
-def drop_margin_head(cfg: Config) -> None:
-    """Train ``cfg`` without its margin-softmax head (on the metric term when nothing else is left)."""
-    cfg.train.margin_softmax, cfg.train.margin_softmax_centres = "", "learned"
-    cfg.train.centre_distill_weight = 0.0  # its soft targets are over the head's centres
-    if not (cfg.train.metric_weight or cfg.train.distill_weight or cfg.train.distill_relational_weight):
-        cfg.train.metric_weight = 1.0
