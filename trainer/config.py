@@ -234,7 +234,7 @@ def _check_ranges(cfg: Config) -> None:
     if cfg.train.margin_softmax_centres == "teacher" and not (cfg.train.margin_softmax and cfg.train.teacher):
         raise ConfigError("config key 'train.margin_softmax_centres: teacher' needs train.margin_softmax and "
                           "train.teacher")
-    if cfg.train.centre_distill_weight and not (cfg.train.centre_distill_weight > 0 < cfg.train.centre_distill_scale
+    if cfg.train.centre_distill_weight and not (cfg.train.centre_distill_weight > 0 and cfg.train.centre_distill_scale > 0
                                                  and cfg.train.margin_softmax_centres == "teacher"):
         raise ConfigError("config key 'train.centre_distill_weight' must be >= 0, with 'train.centre_distill_scale' "
                           "> 0 and train.margin_softmax_centres: teacher")
