@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.distill import centre_matching, distillation_loss, embedding_matching, relational_matching
+from trainer.distill import centre_matching, embedding_matching, relational_matching
 
 
 def unit(rows):
@@ -41,20 +41,31 @@ def test_masked_rows_take_no_part_in_relations():
     assert float(relational_matching(tf.constant(student), teacher, mask)) == pytest.approx(0.0, abs=1e-5)
 
 
-def test_weighted_sum_and_gradient_pull_the_student_towards_the_teacher():
+def test_both_terms_pull_the_student_towards_the_teacher():
     rng = np.random.default_rng(2)
     teacher = unit(rng.normal(size=(6, 4)))
     raw = tf.Variable(rng.normal(size=(6, 4)).astype(np.float32))
     mask = tf.ones(6)
+
+    def loss_of(student):
+        return embedding_matching(student, teacher, mask) + 0.5 * relational_matching(student, teacher, mask)
+
     with tf.GradientTape() as tape:
-        student = tf.math.l2_normalize(raw, axis=1)
-        loss = distillation_loss(student, teacher, mask, 1.0, 0.5)
-    expected = float(embedding_matching(student, teacher, mask)) + 0.5 * float(relational_matching(student, teacher, mask))
-    assert float(loss) == pytest.approx(expected, rel=1e-5)
+        loss = loss_of(tf.math.l2_normalize(raw, axis=1))
     raw.assign_sub(0.1 * tape.gradient(loss, raw))
-    after = distillation_loss(tf.math.l2_normalize(raw, axis=1), teacher, mask, 1.0, 0.5)
-    assert float(after) < float(loss)
-    assert float(distillation_loss(student, teacher, mask, 0.0, 0.0)) == 0.0
+    assert float(loss_of(tf.math.l2_normalize(raw, axis=1))) < float(loss)
+
+
+def test_teacher_cosine_is_one_minus_half_the_embedding_term_over_masked_rows():
+    from trainer.train_step import teacher_cosine
+
+    rng = np.random.default_rng(5)
+    student, teacher = unit(rng.normal(size=(5, 8))), unit(rng.normal(size=(5, 8)))
+    mask = tf.constant([1.0, 1, 0, 1, 1])
+    expected = float(np.mean(np.sum(student * teacher, axis=1)[[0, 1, 3, 4]]))
+    assert float(teacher_cosine(tf.constant(student), teacher, mask)) == pytest.approx(expected, rel=1e-5)
+    assert float(teacher_cosine(tf.constant(student), teacher, mask)) == pytest.approx(
+        1 - float(embedding_matching(tf.constant(student), teacher, mask)) / 2, rel=1e-5)
 
 
 def test_centre_matching_is_the_kl_of_softmaxed_centre_cosines_over_masked_rows():

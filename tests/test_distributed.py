@@ -42,7 +42,7 @@ def one_step(strategy, images, labels, per_replica):
         return strategy.experimental_distribute_values_from_function(
             lambda ctx: array[ctx.replica_id_in_sync_group * per_replica:(ctx.replica_id_in_sync_group + 1) * per_replica])
 
-    loss, active = step(shard(images), shard(labels))
+    loss, active, terms = step(shard(images), shard(labels))
     return float(loss), float(active), [w.copy() for w in model.get_weights()]
 
 

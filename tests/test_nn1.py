@@ -49,8 +49,9 @@ def test_one_training_step_on_nn1(nn1):
     images = np.random.default_rng(0).uniform(0, 255, (4, 220, 220, 3)).astype(np.float32)
     labels = tf.constant([0, 0, 1, 1], tf.int32)
     before = nn1.get_layer("fc1").kernel.numpy()[:64, :64].copy()
-    loss, active = step(tf.constant(images), labels)
+    loss, active, terms = step(tf.constant(images), labels)
     assert np.isfinite(float(loss)) and 0.0 <= float(active) <= 1.0
+    assert set(terms) == {"loss/triplet"} and float(terms["loss/triplet"]) == pytest.approx(float(loss))
     assert not np.array_equal(nn1.get_layer("fc1").kernel.numpy()[:64, :64], before)
     np.testing.assert_allclose(np.linalg.norm(nn1(images[:2], training=False).numpy(), axis=1), 1.0, atol=1e-5)
 

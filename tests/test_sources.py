@@ -184,6 +184,13 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
     from trainer import checkpoints
 
     assert checkpoints.resolve_checkpoint(tmp_path / "runs" / "d").name == f"epoch-{best:04d}"
+    # Each term of the loss is reported unweighted, and the loss is their weighted sum.
+    weights = {"triplet": 0.5, "embedding": 1.0, "relational": 1.0, "centre": 0.5, "head": 0.1}
+    for state in states:
+        metrics = state["metrics"]
+        assert metrics["loss"] == pytest.approx(sum(w * metrics[f"loss/{t}"] for t, w in weights.items()), rel=1e-4)
+        assert metrics["teacher_cosine"] == pytest.approx(1 - metrics["loss/embedding"] / 2, abs=1e-4)
+    assert "loss/head=" in done.stdout and "teacher_cosine=" in done.stdout
     assert "benchmark eight: accuracy" in done.stdout
     views = RunPlan.load(tmp_path / "runs" / "d").source_counts["teacher_views"]
     assert views["views_made"] == 12 and views["views_shards"] == 4, "one view of each training photo"
@@ -199,6 +206,7 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
     run_id = RunPlan.load(tmp_path / "runs" / "d").mlflow_run_id
     logged = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id).data.metrics
     assert logged["bench_eight_accuracy"] == pytest.approx(bench["accuracy"])
+    assert "teacher_cosine" in logged and "loss/triplet" in logged
     teacher = subprocess.run([sys.executable, "-m", "trainer.evaluate", str(tmp_path / "runs" / "d"), "--teacher",
                               "dlib_resnet_v1"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert teacher.returncode == 0, teacher.stderr[-2000:]

@@ -57,12 +57,3 @@ def centre_matching(student: tf.Tensor, teacher: tf.Tensor, mask: tf.Tensor, cen
                                          - tf.nn.log_softmax(student_logits, axis=1)), axis=1)
     return tf.reduce_sum(per_row * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
-
-def distillation_loss(student, teacher, mask, embedding_weight: float, relational_weight: float) -> tf.Tensor:
-    """The weighted sum of the two terms (a zero weight skips its term)."""
-    total = tf.zeros([], student.dtype)
-    if embedding_weight:
-        total += embedding_weight * embedding_matching(student, teacher, mask)
-    if relational_weight:
-        total += relational_weight * relational_matching(student, teacher, mask)
-    return total

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 
 def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance_metric: str, tcfg=None, head=None):
-    """One optimizer step on a distributed P×K batch; returns (loss, active triplet fraction).
+    """One optimizer step on a distributed P×K batch; returns (loss, active triplet fraction, terms).
+
+    ``terms`` holds each term of the loss unweighted (``loss/<term>``) and, with a teacher,
+    ``teacher_cosine``, the batch's mean cosine between student and teacher embeddings: the loss is
+    their weighted sum, so the epoch log shows which term dominates and how close the student is.
 
     The optimizer sums the replicas' gradients, so each replica back-propagates loss / replicas;
     the gradient of all_gather carries every replica's share back to where it was computed.
@@ -18,7 +22,7 @@ def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance
     """
     import tensorflow as tf
 
-    from trainer.distill import centre_matching, distillation_loss
+    from trainer.distill import centre_matching, embedding_matching, relational_matching
     from trainer.losses import active_triplet_fraction
 
     metric_weight = tcfg.metric_weight if tcfg else 1.0
@@ -27,6 +31,24 @@ def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance
     # Soft targets over the head's (fixed, teacher) centres; the config check ensures both exist.
     centre_weight = tcfg.centre_distill_weight if head_weight and tcfg.teacher else 0.0
     variables = model.trainable_variables + (list(head.trainable_variables) if head_weight else [])
+
+    def loss_terms(all_embeddings, all_labels, teacher):
+        """{term: (weight, unweighted value)} of every term this run trains with."""
+        terms = {}
+        if metric_weight:
+            terms["triplet"] = (metric_weight, loss_fn(all_labels, all_embeddings))
+        if any(distill) or centre_weight:
+            targets, mask = teacher
+        if distill[0]:
+            terms["embedding"] = (distill[0], embedding_matching(all_embeddings, targets, mask))
+        if distill[1]:
+            terms["relational"] = (distill[1], relational_matching(all_embeddings, targets, mask))
+        if centre_weight:
+            terms["centre"] = (centre_weight, centre_matching(all_embeddings, targets, mask, head.class_weights,
+                                                              tcfg.centre_distill_scale))
+        if head_weight:
+            terms["head"] = (head_weight, head.loss(all_embeddings, all_labels))
+        return terms
 
     def replica_step(images, labels, *teacher):
         context = tf.distribute.get_replica_context()
@@ -38,25 +60,31 @@ def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance
                 teacher = [tf.identity(t) for t in teacher]
             all_embeddings = context.all_gather(embeddings, axis=0)
             all_labels = context.all_gather(labels, axis=0)
-            loss = loss_fn(all_labels, all_embeddings) * metric_weight if metric_weight else 0.0
-            if any(distill) or centre_weight:
-                targets, mask = (context.all_gather(t, axis=0) for t in teacher)
-            if any(distill):
-                loss += distillation_loss(all_embeddings, targets, mask, *distill)
-            if centre_weight:
-                loss += centre_weight * centre_matching(all_embeddings, targets, mask, head.class_weights,
-                                                        tcfg.centre_distill_scale)
-            if head_weight:
-                loss += head_weight * head.loss(all_embeddings, all_labels)
+            gathered = [context.all_gather(t, axis=0) for t in teacher]
+            terms = loss_terms(all_embeddings, all_labels, gathered)
+            loss = tf.add_n([weight * value for weight, value in terms.values()]) if terms else tf.zeros([])
             scaled_loss = loss / tf.cast(context.num_replicas_in_sync, loss.dtype)
         gradients = tape.gradient(scaled_loss, variables)
         optimizer.apply_gradients(zip(gradients, variables))
-        return loss, active_triplet_fraction(all_labels, all_embeddings, margin, distance_metric)
+        report = {f"loss/{name}": value for name, (_, value) in terms.items()}
+        if gathered:
+            report["teacher_cosine"] = teacher_cosine(all_embeddings, *gathered)
+        return loss, active_triplet_fraction(all_labels, all_embeddings, margin, distance_metric), report
 
     @tf.function
     def train_step(images, labels, *teacher):
-        loss, active = strategy.run(replica_step, args=(images, labels, *teacher))
-        return (strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.MEAN, active, axis=None))
+        loss, active, report = strategy.run(replica_step, args=(images, labels, *teacher))
+        mean = lambda value: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)  # noqa: E731
+        return mean(loss), mean(active), {name: mean(value) for name, value in report.items()}
 
     return train_step
+
+
+def teacher_cosine(student, teacher, mask):
+    """Mean cosine between each student embedding and its teacher target, over the photos the teacher
+    embedded (both are unit vectors, so it is 1 - embedding_matching / 2)."""
+    import tensorflow as tf
+
+    mask = tf.cast(mask, student.dtype)
+    cosines = tf.reduce_sum(student * tf.cast(teacher, student.dtype), axis=1)
+    return tf.reduce_sum(cosines * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)

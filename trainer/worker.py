@@ -179,15 +179,17 @@ def _run_epoch(epoch: int, steps: int, batches, train_step, plan: RunPlan, cfg: 
 
     t = cfg.train
     bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "active"], verbose=1 if replica.is_chief else 0)
-    started, input_wait, losses, actives = time.time(), 0.0, [], []
+    started, input_wait, losses, actives, terms = time.time(), 0.0, [], [], {}
     show_every = max(1, steps // 20)  # reading a value back waits for the step: only for progress
     for step in range(steps):
         waiting = time.perf_counter()
         batch = next(batches)
         input_wait += time.perf_counter() - waiting
-        loss, active = train_step(*batch)
+        loss, active, step_terms = train_step(*batch)
         losses.append(loss)
         actives.append(active)
+        for name, value in step_terms.items():
+            terms.setdefault(name, []).append(value)
         if (step + 1) % show_every == 0 or step + 1 == steps:
             bar.update(step + 1, [("loss", float(tf.reduce_mean(losses))), ("active", float(tf.reduce_mean(actives)))])
     epoch_compute = epoch_counters(steps, t.identities_per_batch * t.images_per_identity, time.time() - started,
@@ -197,6 +199,7 @@ def _run_epoch(epoch: int, steps: int, batches, train_step, plan: RunPlan, cfg: 
     metrics = {"epoch": epoch, "loss": float(tf.reduce_sum(losses)) / steps,
                "active_triplet_fraction": float(tf.reduce_sum(actives)) / steps,
                "input_wait_fraction": input_wait / max(epoch_compute.wall_seconds, 1e-9),
+               **{name: float(tf.reduce_sum(values)) / steps for name, values in terms.items()},
                **epoch_compute.as_metrics("compute/epoch_"), **counters.as_metrics("compute/total_")}
     for name, shards in plan.eval_sets.items():
         if shards:
@@ -204,8 +207,8 @@ def _run_epoch(epoch: int, steps: int, batches, train_step, plan: RunPlan, cfg: 
             metrics.update({f"{name}_{k}": v for k, v in evaluate_split(evaluated, data, cfg.eval).items()})
     if replica.is_chief:
         print(f"epoch {epoch + 1}/{t.epochs}: " + ", ".join(
-            f"{k}={metrics[k]:.4g}" for k in ("loss", "active_triplet_fraction", "val_accuracy", "val_val", "val_auc")
-            if k in metrics), flush=True)
+            f"{k}={metrics[k]:.4g}" for k in ("loss", *sorted(terms), "active_triplet_fraction", "val_accuracy",
+                                              "val_val", "val_auc") if k in metrics), flush=True)
     return metrics
 
 
