@@ -207,11 +207,36 @@ def test_distillation_trains_end_to_end_and_keeps_the_best_epoch(teacher_install
     logged = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id).data.metrics
     assert logged["bench_eight_accuracy"] == pytest.approx(bench["accuracy"])
     assert "teacher_cosine" in logged and "loss/triplet" in logged
+    _how_far_from_the_teacher(tmp_path / "runs" / "d", weights, tmp_path / "fit.json")
     teacher = subprocess.run([sys.executable, "-m", "trainer.evaluate", str(tmp_path / "runs" / "d"), "--teacher",
                               "dlib_resnet_v1"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert teacher.returncode == 0, teacher.stderr[-2000:]
     metrics = json.loads((tmp_path / "runs" / "d" / "eval-test-dlib_resnet_v1" / "metrics.json").read_text())
     assert metrics["auc"] > 0.9, "the teacher tells these two test people apart"
+
+
+def _how_far_from_the_teacher(run, weights, out):
+    """experiments.teacher_fit on the run: cosines per split and each term's gradient, as JSON."""
+    from experiments import teacher_fit
+
+    assert teacher_fit.main([str(run), "--train-every", "1", "--batches", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["student_teacher_cosine"]) == {"train", "val", "test"}
+    for row in [*result["student_teacher_cosine"].values(), result["teacher_mirror_agreement"]]:
+        assert row["n"] > 0 and -1 <= row["p10"] <= row["median"] <= 1 and -1 <= row["mean"] <= 1
+    assert result["teacher_mirror_agreement"]["mean"] > 0.9, "dlib's descriptor barely moves under a mirror"
+    assert {name: row["weight"] for name, row in result["terms"].items()} == weights
+    for row in result["terms"].values():
+        assert row["grad_norm"] > 0 and row["weighted_grad_norm"] == pytest.approx(row["weight"] * row["grad_norm"])
+    assert out.with_suffix(".md").read_text().startswith("`python -m experiments.teacher_fit")
+
+
+def test_teacher_fit_refuses_a_missing_run_in_one_line(tmp_path, capsys):
+    from experiments import teacher_fit
+
+    assert teacher_fit.main([str(tmp_path / "no-run"), "--out", str(tmp_path / "fit.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and not (tmp_path / "fit.json").exists()
 
 
 def _the_head_is_the_teachers_centres(plan):
