@@ -62,60 +62,45 @@ def mirror_agreement(shards: list[str], teacher: str) -> dict:
 
 
 def term_gradients(network, cfg, plan, batches: int) -> dict:
-    """{term: {weight, value, grad_norm, weighted_grad_norm}} averaged over ``batches`` training batches."""
+    """{term: {weight, value, grad_norm, weighted_grad_norm}} averaged over ``batches`` training batches,
+    for the terms the run trained with, computed as its train step computes them."""
     import tensorflow as tf
 
-    from trainer.distill import centre_matching, embedding_matching, relational_matching
-    from trainer.losses import TripletSemiHardLoss
     from trainer.pipeline import pk_batches
+    from trainer.train_step import loss_terms, metric_loss, term_weights
     from trainer.worker import _margin_head
 
     t = cfg.train
     head = _margin_head(t, plan.shards.train, cfg.model.embedding_dim)
-    triplet = TripletSemiHardLoss(margin=t.margin, distance_metric=t.distance_metric)
-    terms = {"triplet": (t.metric_weight, lambda e, y, g, m: triplet(y, e)),
-             "embedding": (t.distill_weight, lambda e, y, g, m: embedding_matching(e, g, m)),
-             "relational": (t.distill_relational_weight, lambda e, y, g, m: relational_matching(e, g, m))}
-    if head is not None:
-        terms["head"] = (t.margin_softmax_weight, lambda e, y, g, m: head.loss(e, y))
-        terms["centre"] = (t.centre_distill_weight, lambda e, y, g, m: centre_matching(
-            e, g, m, head.class_weights, t.centre_distill_scale))
-    terms = {name: term for name, term in terms.items() if term[0]}
+    weights, loss_fn = term_weights(t, head), metric_loss(t)
     data = pk_batches(plan.shards.train, list(range(len(plan.shards.train))), t.identities_per_batch,
                       t.images_per_identity, plan.image_size, teacher=t.teacher, seed=t.seed)
-    sums = {name: np.zeros(2) for name in terms}
+    sums = {name: np.zeros(2) for name in weights}
     for images, labels, targets, mask in data.take(batches):
         with tf.GradientTape(persistent=True) as tape:
             embeddings = network(images, training=True)
-            values = {name: fn(embeddings, labels, targets, mask) for name, (_, fn) in terms.items()}
-        for name, value in values.items():
+            terms = loss_terms(weights, loss_fn, head, t.centre_distill_scale, embeddings, labels, (targets, mask))
+        for name, (_, value) in terms.items():
             gradients = [g for g in tape.gradient(value, network.trainable_variables) if g is not None]
             sums[name] += (float(value), float(tf.linalg.global_norm(gradients)))
-    return {name: {"weight": terms[name][0], "value": total[0] / batches, "grad_norm": total[1] / batches,
-                   "weighted_grad_norm": terms[name][0] * total[1] / batches} for name, total in sums.items()}
+    return {name: {"weight": weights[name], "value": total[0] / batches, "grad_norm": total[1] / batches,
+                   "weighted_grad_norm": weights[name] * total[1] / batches} for name, total in sums.items()}
 
 
 def measure(run: str, train_every: int, batches: int) -> dict:
-    from trainer import checkpoints, config as config_lib
-    from trainer.models import build_model
-    from trainer.models.mirror import inference_model
-    from trainer.run_plan import RunPlan
+    from trainer import checkpoints
+    from trainer.models.mirror import network_of
 
-    plan = RunPlan.load(run)
-    cfg = config_lib.from_dict(plan.config)
+    model, cfg, plan = checkpoints.load_run(run)
     if not cfg.train.teacher:
         raise ValueError(f"{run} was not distilled (train.teacher is empty): there is no teacher to compare with")
     teacher = cfg.train.teacher
-    kept = checkpoints.resolve_checkpoint(run)
-    network = build_model(cfg.model.name, cfg.model.embedding_dim, plan.image_size)
-    checkpoints.restore(kept, network)
-    model = inference_model(network, cfg.model.mirror_average)
     splits = {"train": plan.shards.train[::max(1, train_every)], "val": plan.shards.val, "test": plan.shards.test}
-    return {"run": str(run), "checkpoint": kept.name, "teacher": teacher,
+    return {"run": str(run), "checkpoint": checkpoints.resolve_checkpoint(run).name, "teacher": teacher,
             "student_teacher_cosine": {name: split_cosines(model, shards, plan.image_size, teacher)
                                        for name, shards in splits.items() if shards},
             "teacher_mirror_agreement": mirror_agreement(splits["train"], teacher),
-            "terms": term_gradients(network, cfg, plan, batches), "batches": batches}
+            "terms": term_gradients(network_of(model), cfg, plan, batches), "batches": batches}
 
 
 def table(result: dict) -> str:

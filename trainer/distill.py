@@ -57,3 +57,10 @@ def centre_matching(student: tf.Tensor, teacher: tf.Tensor, mask: tf.Tensor, cen
                                          - tf.nn.log_softmax(student_logits, axis=1)), axis=1)
     return tf.reduce_sum(per_row * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
+
+def teacher_cosine(student: tf.Tensor, teacher: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Mean over masked rows of the cosine between student and teacher embeddings (a report, not a
+    loss: for unit vectors it is 1 - embedding_matching / 2)."""
+    mask = tf.cast(mask, student.dtype)
+    cosines = tf.reduce_sum(student * tf.cast(teacher, student.dtype), axis=1)
+    return tf.reduce_sum(cosines * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)

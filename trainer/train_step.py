@@ -22,33 +22,12 @@ def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance
     """
     import tensorflow as tf
 
-    from trainer.distill import centre_matching, embedding_matching, relational_matching
+    from trainer.distill import teacher_cosine
     from trainer.losses import active_triplet_fraction
 
-    metric_weight = tcfg.metric_weight if tcfg else 1.0
-    distill = (tcfg.distill_weight, tcfg.distill_relational_weight) if tcfg and tcfg.teacher else (0.0, 0.0)
-    head_weight = tcfg.margin_softmax_weight if tcfg and head is not None else 0.0
-    # Soft targets over the head's (fixed, teacher) centres; the config check ensures both exist.
-    centre_weight = tcfg.centre_distill_weight if head_weight and tcfg.teacher else 0.0
-    variables = model.trainable_variables + (list(head.trainable_variables) if head_weight else [])
-
-    def loss_terms(all_embeddings, all_labels, teacher):
-        """{term: (weight, unweighted value)} of every term this run trains with."""
-        terms = {}
-        if metric_weight:
-            terms["triplet"] = (metric_weight, loss_fn(all_labels, all_embeddings))
-        if any(distill) or centre_weight:
-            targets, mask = teacher
-        if distill[0]:
-            terms["embedding"] = (distill[0], embedding_matching(all_embeddings, targets, mask))
-        if distill[1]:
-            terms["relational"] = (distill[1], relational_matching(all_embeddings, targets, mask))
-        if centre_weight:
-            terms["centre"] = (centre_weight, centre_matching(all_embeddings, targets, mask, head.class_weights,
-                                                              tcfg.centre_distill_scale))
-        if head_weight:
-            terms["head"] = (head_weight, head.loss(all_embeddings, all_labels))
-        return terms
+    weights = term_weights(tcfg, head)
+    centre_scale = tcfg.centre_distill_scale if tcfg else 0.0
+    variables = model.trainable_variables + (list(head.trainable_variables) if "head" in weights else [])
 
     def replica_step(images, labels, *teacher):
         context = tf.distribute.get_replica_context()
@@ -61,7 +40,7 @@ def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance
             all_embeddings = context.all_gather(embeddings, axis=0)
             all_labels = context.all_gather(labels, axis=0)
             gathered = [context.all_gather(t, axis=0) for t in teacher]
-            terms = loss_terms(all_embeddings, all_labels, gathered)
+            terms = loss_terms(weights, loss_fn, head, centre_scale, all_embeddings, all_labels, gathered)
             loss = tf.add_n([weight * value for weight, value in terms.values()]) if terms else tf.zeros([])
             scaled_loss = loss / tf.cast(context.num_replicas_in_sync, loss.dtype)
         gradients = tape.gradient(scaled_loss, variables)
@@ -80,11 +59,42 @@ def make_train_step(strategy, model, optimizer, loss_fn, margin: float, distance
     return train_step
 
 
-def teacher_cosine(student, teacher, mask):
-    """Mean cosine between each student embedding and its teacher target, over the photos the teacher
-    embedded (both are unit vectors, so it is 1 - embedding_matching / 2)."""
-    import tensorflow as tf
 
-    mask = tf.cast(mask, student.dtype)
-    cosines = tf.reduce_sum(student * tf.cast(teacher, student.dtype), axis=1)
-    return tf.reduce_sum(cosines * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+def metric_loss(t):
+    """The metric (triplet) loss a run with TrainConfig ``t`` trains with (``train.loss``)."""
+    from trainer.losses import TripletHardLoss, TripletSemiHardLoss
+
+    return (TripletSemiHardLoss if t.loss == "semihard" else TripletHardLoss)(margin=t.margin,
+                                                                            distance_metric=t.distance_metric)
+
+
+def term_weights(tcfg, head=None) -> dict[str, float]:
+    """{term: weight} of every term a run trains with, in the order they are summed: the triplet
+    loss, the teacher's terms (with ``tcfg.teacher``), the margin head's (with ``head``, a
+    trainer.margin_softmax.MarginHead). ``tcfg`` None: the triplet loss alone, at weight 1."""
+    if tcfg is None:
+        return {"triplet": 1.0}
+    teacher = bool(tcfg.teacher)
+    head_weight = tcfg.margin_softmax_weight if head is not None else 0.0
+    weights = {"triplet": tcfg.metric_weight,
+               "embedding": tcfg.distill_weight if teacher else 0.0,
+               "relational": tcfg.distill_relational_weight if teacher else 0.0,
+               # Soft targets over the head's (fixed, teacher) centres; the config check ensures both exist.
+               "centre": tcfg.centre_distill_weight if head_weight and teacher else 0.0,
+               "head": head_weight}
+    return {name: weight for name, weight in weights.items() if weight}
+
+
+def loss_terms(weights: dict[str, float], loss_fn, head, centre_scale: float, embeddings, labels,
+               teacher=()) -> dict:
+    """{term: (weight, unweighted value)} for every term of ``weights`` (``term_weights``);
+    ``teacher`` is (targets, mask) when a teacher's term is among them."""
+    from trainer.distill import centre_matching, embedding_matching, relational_matching
+
+    targets, mask = teacher if teacher else (None, None)
+    compute = {"triplet": lambda: loss_fn(labels, embeddings),
+               "embedding": lambda: embedding_matching(embeddings, targets, mask),
+               "relational": lambda: relational_matching(embeddings, targets, mask),
+               "centre": lambda: centre_matching(embeddings, targets, mask, head.class_weights, centre_scale),
+               "head": lambda: head.loss(embeddings, labels)}
+    return {name: (weight, compute[name]()) for name, weight in weights.items()}

@@ -18,7 +18,7 @@ from trainer import checkpoints, config as config_lib, run_results
 from trainer.compute_counters import ComputeCounters, epoch_counters
 from trainer.config import Config, ConfigError
 from trainer.run_plan import PLAN_FILE, RunPlan
-from trainer.train_step import make_train_step
+from trainer.train_step import make_train_step, metric_loss
 
 
 @dataclass
@@ -43,7 +43,6 @@ def train_worker(plan: RunPlan, in_ray: bool = False) -> dict:
     import tf_keras as keras
 
     from trainer.flops import forward_flops
-    from trainer.losses import TripletHardLoss, TripletSemiHardLoss
     from trainer.models import build_model
     from trainer.models.mirror import inference_model
     from trainer.optimizers import make_optimizer
@@ -58,8 +57,7 @@ def train_worker(plan: RunPlan, in_ray: bool = False) -> dict:
         optimizer = make_optimizer(t, steps)
         head = _margin_head(t, plan.shards.train, cfg.model.embedding_dim)
         optimizer.build(model.trainable_variables + (list(head.trainable_variables) if head else []))
-    loss_fn = (TripletSemiHardLoss if t.loss == "semihard" else TripletHardLoss)(margin=t.margin,
-                                                                               distance_metric=t.distance_metric)
+    loss_fn = metric_loss(t)
     state = _restore(plan, replica, model, optimizer)
     counters = ComputeCounters.from_dict(state["compute"]) if state else ComputeCounters()
     batches = iter(replica.strategy.distribute_datasets_from_function(_dataset_fn(plan, cfg, replica)))
