@@ -21,7 +21,9 @@ Changed people's photos and the galleries are described in enroll/probes.py; the
 means over the changed people (each person counts once, however many probes they have). The
 candidate is rejected when any figure falls by more than its tolerance (``promotion_max_drop``,
 ``promotion_max_identified_drop``, ``promotion_max_rank1_drop``, ``promotion_max_stranger_drop``)
-or its changed people's rank-1 is below ``promotion_min_new_rank1``. The figures are stored with
+or its changed people's rank-1 is below ``promotion_min_new_rank1``, and, unless
+``promotion_evidence_p`` is 1, when it shows no evidence of being better on the held-out one-shot
+photos (a paired test, enroll/gate_evidence.py). The figures are stored with
 the job (``Job.result["gate"]``), shown by ``enroll status`` and logged to the retraining run's
 MLflow run as ``gate/<figure>_production`` and ``gate/<figure>_candidate``.
 """
@@ -45,17 +47,19 @@ FIGURES = {
 }
 
 
-def model_figures(model, threshold: float, faces, strangers, verification_args) -> dict:
-    """The four figures of one model: ``faces`` from probes.gate_faces, ``strangers`` an
-    ``ordered_images`` dataset of the held-out identities, ``verification_args`` (folds, pairs, FAR)."""
+def model_figures(model, threshold: float, faces, strangers, verification_args) -> tuple[dict, np.ndarray]:
+    """The figures of one model, and per held-out one-shot photo whether it was named right within τ
+    (for the paired test): ``faces`` from probes.gate_faces, ``strangers`` an ``ordered_images``
+    dataset of the held-out identities, ``verification_args`` (folds, pairs, FAR)."""
+    from enroll.gate_evidence import one_shot_named
     from enroll.model_versions import embed_pixels
     from trainer.evaluate import embed, one_shot_identification, verification
 
     embeddings, identities, sources = embed(model, strangers)
     figures = {"old_accuracy": float(verification(embeddings, identities, sources, *verification_args)[0]["accuracy"])}
-    oneshot = one_shot_identification(embeddings, identities, threshold)
-    figures["oneshot_identified"] = _finite(oneshot.get("open_set_dir"))
-    figures["oneshot_rank1"] = _finite(oneshot.get("rank1"))
+    named = one_shot_named(embeddings, identities, threshold)
+    figures["oneshot_identified"] = float(named.mean()) if len(named) else None
+    figures["oneshot_rank1"] = _finite(one_shot_identification(embeddings, identities, None).get("rank1"))
     _, distance = _nearest(embed_pixels(model, faces.everyone.pixels), embeddings)
     figures["strangers_rejected"] = float(np.mean(distance > threshold)) if len(distance) else None
     figures["changed_identified"] = figures["changed_rank1"] = None
@@ -65,7 +69,7 @@ def model_figures(model, threshold: float, faces, strangers, verification_args) 
         right = nearest == np.array(faces.probes.names, dtype=object)
         figures["changed_rank1"] = _per_person(faces.probes.names, right)
         figures["changed_identified"] = _per_person(faces.probes.names, right & (distance <= threshold))
-    return figures
+    return figures, named
 
 
 def _finite(value) -> float | None:
@@ -104,6 +108,7 @@ def compare(production: dict, candidate: dict, settings) -> tuple[dict, list[str
 def promotion_gate(production_model, production_meta: dict, candidate, plan: RunPlan, cfg, settings, gallery,
                    changed: list[str]) -> dict:
     """Measure both models on the same photos, each at its own τ for the home's FAR, and compare."""
+    from enroll.gate_evidence import mcnemar_gain, verdict
     from enroll.model_versions import calibrate
     from enroll.probes import gate_faces
     from trainer import pipeline
@@ -119,8 +124,12 @@ def promotion_gate(production_model, production_meta: dict, candidate, plan: Run
     verification_args = (cfg.eval.folds, cfg.eval.pairs_per_fold, cfg.eval.far_target, 0)
     measured = {which: model_figures(model, thresholds[which], faces, strangers, verification_args)
                 for which, model in (("production", production_model), ("candidate", candidate))}
-    figures, reasons = compare(measured["production"], measured["candidate"], settings)
+    figures, reasons = compare(measured["production"][0], measured["candidate"][0], settings)
+    named = (measured["production"][1], measured["candidate"][1])
+    evidence = mcnemar_gain(*named) if len(named[0]) else None
+    reasons += [why] if (why := verdict(evidence, settings.promotion_evidence_p)) else []
     return {"passed": not reasons, "reasons": reasons, "figures": figures, "far_target": far,
+            "evidence": {**(evidence.as_dict() if evidence else {}), "required_p": settings.promotion_evidence_p},
             "thresholds": thresholds, "split": split, "changed_people": len(changed),
             "probes": {"held_out": faces.held_out_probes, "augmented": faces.augmented_probes},
             "enrolled_faces": len(faces.everyone)}
@@ -139,6 +148,7 @@ def log_to_mlflow(plan: RunPlan, gate: dict) -> None:
                   for which in ("production", "candidate")}
         values.update({f"gate/threshold_{which}": tau for which, tau in gate["thresholds"].items()})
         values["gate/passed"] = float(gate["passed"])
+        values["gate/evidence_p"] = (gate.get("evidence") or {}).get("p_value")
         MlflowClient(plan.tracking_uri).log_batch(plan.mlflow_run_id, metrics=[
             Metric(key, float(value), now, 0) for key, value in values.items() if value is not None])
     except Exception as exc:  # noqa: BLE001 - the figures are stored with the job anyway
@@ -158,4 +168,9 @@ def describe(gate: dict) -> list[str]:
             continue
         lines.append(f"{label}: {figure['production']:.3f} -> {figure['candidate']:.3f} "
                      f"(may fall by {figure['max_drop']:g})")
+    evidence = gate.get("evidence") or {}
+    if "p_value" in evidence:
+        lines.append(f"evidence it is better (held-out one-shot photos, paired): {evidence['gained']} gained, "
+                     f"{evidence['lost']} lost of {evidence['photos']}, p {evidence['p_value']:.3f} "
+                     f"(needs <= {evidence['required_p']:g})")
     return lines

@@ -19,6 +19,8 @@ than that figure's tolerance:
     promotion_max_oneshot_identified_drop: 0.0   # held-out people enrolled one-shot: other photos named within τ
     promotion_max_oneshot_rank1_drop: 0.0        # ... and their rank-1 (0: no drop at all, README run 10)
     promotion_min_new_rank1: 0.0         # and a floor on the candidate's rank-1 of changed people (0 = none)
+    promotion_evidence_p: 0.05           # and evidence it is better: a paired test on the held-out one-shot
+                                         # photos (enroll/gate_evidence.py) must reach this p-value (1 = off)
 
 A tolerance may be negative (then the candidate must improve by at least that much).
 
@@ -65,6 +67,9 @@ class Settings:
     promotion_max_oneshot_identified_drop: float = 0.0
     promotion_max_oneshot_rank1_drop: float = 0.0
     promotion_min_new_rank1: float = 0.0
+    # Session 24: a candidate within every tolerance can still be worse on real photos by noise (run 10,
+    # strict), and a swap gains users nothing unless the candidate is measurably better; 1 turns it off.
+    promotion_evidence_p: float = 0.05
     far_target: float = DEFAULT_FAR_TARGET
     ray_address: str = ""
     cluster_method: str = "chinese_whispers"  # enroll/clustering.py; `enroll cluster --method` overrides it
@@ -87,6 +92,9 @@ def load_settings(home: str | Path) -> Settings:
         if settings.cluster_method not in CLUSTER_METHODS:
             raise GalleryError(f"setting 'cluster_method' in {path} must be one of {', '.join(CLUSTER_METHODS)}, "
                                f"got {settings.cluster_method!r}")
+        if not 0 < settings.promotion_evidence_p <= 1:  # (NaN fails too)
+            raise GalleryError(f"setting 'promotion_evidence_p' in {path} must be in (0, 1], "
+                               f"got {settings.promotion_evidence_p}")
         if not 0 < settings.retrain_learning_rate_scale <= 10:  # (NaN fails too)
             raise GalleryError(f"setting 'retrain_learning_rate_scale' in {path} must be in (0, 10], "
                                f"got {settings.retrain_learning_rate_scale}")

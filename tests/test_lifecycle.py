@@ -60,7 +60,7 @@ def lifecycle_run(synthetic_root, shared_data, tmp_path_factory):
                      "--enroll", "promotion_max_drop=1.0", "--enroll", "promotion_max_identified_drop=1.0",
                      "--enroll", "promotion_max_rank1_drop=1.0", "--enroll", "promotion_max_stranger_drop=1.0",
                      "--enroll", "promotion_max_oneshot_identified_drop=1.0",
-                     "--enroll", "promotion_max_oneshot_rank1_drop=1.0",
+                     "--enroll", "promotion_max_oneshot_rank1_drop=1.0", "--enroll", "promotion_evidence_p=1.0",
                      "--enroll", "promotion_min_new_rank1=0.0", "--enroll", "retrain_epochs=1",
                      "--enroll", "retrain_steps_per_epoch=3", mark=mark)
     (tmp / "console.txt").write_text(done.stdout + "\n---- stderr ----\n" + done.stderr)  # to read after a failure

@@ -62,7 +62,7 @@ def settings(home, **values):
 
 NO_GATE = {"promotion_max_drop": 1.0, "promotion_max_identified_drop": 1.0, "promotion_max_rank1_drop": 1.0,
            "promotion_max_stranger_drop": 1.0, "promotion_max_oneshot_identified_drop": 1.0,
-           "promotion_max_oneshot_rank1_drop": 1.0}  # any candidate passes
+           "promotion_max_oneshot_rank1_drop": 1.0, "promotion_evidence_p": 1.0}  # any candidate passes
 FIGURES = {"old_accuracy", "changed_identified", "changed_rank1", "strangers_rejected", "oneshot_identified",
            "oneshot_rank1"}
 HELD_OUT = "Tony Blair"  # enrolled from two photos: the second is held out of retraining
@@ -184,7 +184,8 @@ def test_a_rejected_retrain_leaves_production_and_gallery_untouched(home, lfw, r
 def test_the_gate_rejects_a_candidate_worse_on_the_changed_people(home):  # noqa: F811
     """A collapsed candidate (every face gets the same embedding, a real failure of triplet
     training) keeps nothing of who is who: with the default tolerances the gate must reject it for
-    the changed people's figures; production compared with itself passes."""
+    the changed people's figures. Production compared with itself is within every tolerance but no
+    better: rejected for want of evidence alone by default, passed with the evidence rule off."""
     import numpy as np
     import tf_keras as keras
 
@@ -204,7 +205,13 @@ def test_the_gate_rejects_a_candidate_worse_on_the_changed_people(home):  # noqa
         changed = [name for name, _ in gallery.list_people()]
         same = promotion_gate(model, meta, model, plan, cfg, load_settings(home), gallery, changed)
         worse = promotion_gate(model, meta, collapsed, plan, cfg, load_settings(home), gallery, changed)
-    assert same["passed"], same["reasons"]
+        settings(home, promotion_evidence_p=1.0)
+        same_without_evidence = promotion_gate(model, meta, model, plan, cfg, load_settings(home), gallery, changed)
+    assert not same["passed"] and len(same["reasons"]) == 1, same["reasons"]
+    assert same["reasons"][0].startswith("no evidence the candidate is better: on "), same["reasons"]
+    assert same["evidence"]["gained"] == same["evidence"]["lost"] == 0 and same["evidence"]["p_value"] == 1.0
+    assert same["evidence"]["photos"] > 0 and same["evidence"]["required_p"] == 0.05
+    assert same_without_evidence["passed"], same_without_evidence["reasons"]
     assert all(f["production"] == f["candidate"] for f in same["figures"].values()), same["figures"]
     assert not worse["passed"]
     rank1 = worse["figures"]["changed_rank1"]
@@ -224,6 +231,7 @@ def test_the_gate_rejects_a_candidate_worse_on_the_changed_people(home):  # noqa
     ("retrain_after: 3\n", "unknown setting 'retrain_after'"),
     ("far_target: 1.5\n", "setting 'far_target' in"),
     ("promotion_max_rank1_drop: .nan\n", "setting 'promotion_max_rank1_drop' in"),
+    ("promotion_evidence_p: 0\n", "setting 'promotion_evidence_p' in"),
 ])
 def test_settings_reject_unknown_keys_and_bad_values(home, content, message, capsys):  # noqa: F811
     policy = (home / "enroll.yaml").read_bytes()

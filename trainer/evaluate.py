@@ -56,7 +56,7 @@ def verification(embeddings, identities, sources, folds=10, pairs_per_fold=300, 
     return metrics, dist, same
 
 
-def one_shot_identification(embeddings, identities, threshold: float) -> dict[str, float]:
+def one_shot_identification(embeddings, identities, threshold: float | None) -> dict[str, float]:
     """Rank-1 and open-set figures with the first photo of each identity as its only gallery entry."""
     first: dict[str, int] = {}
     for i, name in enumerate(identities):
