@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 from trainer import config as config_lib, run_results, train
+from trainer.cpu_features import describe_cpu
 from trainer.run_plan import RunPlan
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -133,7 +133,7 @@ def main() -> int:
     for result in modes.values():
         result["vs_plain_fit"] = result["images_per_second"] / base
     report = {"model": args.model, "global_batch": args.p * args.k, "steps_per_epoch": args.steps,
-              "machine": f"{platform.machine()}, {cores} cores, no GPU", "modes": modes,
+              "machine": f"{describe_cpu(cores)}, no GPU", "modes": modes,
               "command": "python -m experiments.bench_train " + " ".join(sys.argv[1:])}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
@@ -151,7 +151,7 @@ def report_precision(args, cores: int) -> int:
     for result in modes.values():
         result["vs_float32"] = result["images_per_second"] / base
     report = {"model": args.model, "global_batch": args.p * args.k, "steps_per_epoch": args.steps,
-              "epochs": args.epochs, "machine": f"{platform.machine()}, {cores} cores, no GPU", "modes": modes,
+              "epochs": args.epochs, "machine": f"{describe_cpu(cores)}, no GPU", "modes": modes,
               "command": "python -m experiments.bench_train " + " ".join(sys.argv[1:])}
     path = args.json or RESULTS / "bench_train_precision.json"
     path.parent.mkdir(parents=True, exist_ok=True)

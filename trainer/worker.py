@@ -42,6 +42,7 @@ def train_worker(plan: RunPlan, in_ray: bool = False) -> dict:
     """Train on one worker; identical in-process and inside a Ray Train worker (``in_ray``)."""
     import tf_keras as keras
 
+    from trainer.cpu_features import bf16_warning
     from trainer.flops import forward_flops
     from trainer.models import build_model
     from trainer.models.mirror import inference_model
@@ -52,6 +53,8 @@ def train_worker(plan: RunPlan, in_ray: bool = False) -> dict:
     replica = _replica(cfg, in_ray)
     steps = t.steps_per_epoch or max(1, plan.train_images // (t.identities_per_batch * t.images_per_identity))
     keras.mixed_precision.set_global_policy(t.precision)
+    if replica.is_chief and (warning := bf16_warning(t.precision, on_gpu=cfg.ray.use_gpu)):
+        print(warning, flush=True)
     with replica.strategy.scope():
         model = build_model(cfg.model.name, cfg.model.embedding_dim, size)
         optimizer = make_optimizer(t, steps)
