@@ -29,7 +29,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def bench_config(args, workers: int, cpus: float, run_name: str, precision: str = "float32", val: float = 0.0):
     return config_lib.from_dict({
         "data": {"source": args.source, "val_fraction": val, "test_fraction": 0.0},
-        "model": {"name": args.model},
+        "model": {"name": args.model, **({"input_size": args.input_size} if args.input_size else {})},
         "train": {"epochs": args.epochs, "steps_per_epoch": args.steps, "identities_per_batch": args.p,
                   "images_per_identity": args.k, "optimizer": "adam", "learning_rate": 1e-3,
                   "out_dir": str(args.out / "runs"), "run_name": run_name, "precision": precision},
@@ -105,6 +105,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", default=str(Path(__file__).resolve().parents[2] / "shared/data/celeba299"))
     parser.add_argument("--model", default="nn4_small2")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="pixels (default: the model's own); reuses an aligned cache of that size")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--p", type=int, default=16)
@@ -132,7 +134,8 @@ def main() -> int:
     base = modes["plain Keras fit (1 process)"]["images_per_second"]
     for result in modes.values():
         result["vs_plain_fit"] = result["images_per_second"] / base
-    report = {"model": args.model, "global_batch": args.p * args.k, "steps_per_epoch": args.steps,
+    report = {"model": args.model, "input_size": args.input_size or "the model's own",
+              "global_batch": args.p * args.k, "steps_per_epoch": args.steps,
               "machine": f"{describe_cpu(cores)}, no GPU", "modes": modes,
               "command": "python -m experiments.bench_train " + " ".join(sys.argv[1:])}
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +153,8 @@ def report_precision(args, cores: int) -> int:
     base = modes["float32"]["images_per_second"]
     for result in modes.values():
         result["vs_float32"] = result["images_per_second"] / base
-    report = {"model": args.model, "global_batch": args.p * args.k, "steps_per_epoch": args.steps,
+    report = {"model": args.model, "input_size": args.input_size or "the model's own",
+              "global_batch": args.p * args.k, "steps_per_epoch": args.steps,
               "epochs": args.epochs, "machine": f"{describe_cpu(cores)}, no GPU", "modes": modes,
               "command": "python -m experiments.bench_train " + " ".join(sys.argv[1:])}
     path = args.json or RESULTS / "bench_train_precision.json"
