@@ -1,5 +1,2 @@
 """Continual enrolment: a durable gallery, one-shot identify/verify and warm-start updates."""
-import os
-
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import trainer  # noqa: F401  (the TensorFlow environment's one owner: tf-keras, oneDNN; before TensorFlow loads)

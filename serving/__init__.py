@@ -15,7 +15,4 @@ client.py          InProcessClient, connect(); rest_client.py, grpc_client.py
 rest_json.py       TF-Serving's JSON tensor mapping
 testing/           test infrastructure: a TF-Serving emulator (REST and gRPC) over an export
 """
-import os
-
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import trainer  # noqa: F401  (the TensorFlow environment's one owner: tf-keras, oneDNN; before TensorFlow loads)
