@@ -51,15 +51,16 @@ def model_figures(model, threshold: float, faces, strangers, verification_args) 
     """The figures of one model, and per held-out one-shot photo whether it was named right within τ
     (for the paired test): ``faces`` from probes.gate_faces, ``strangers`` an ``ordered_images``
     dataset of the held-out identities, ``verification_args`` (folds, pairs, FAR)."""
-    from enroll.gate_evidence import one_shot_named
+    from enroll.gate_evidence import one_shot_answers
     from enroll.model_versions import embed_pixels
-    from trainer.evaluate import embed, one_shot_identification, verification
+    from trainer.evaluate import embed, verification
 
     embeddings, identities, sources = embed(model, strangers)
     figures = {"old_accuracy": float(verification(embeddings, identities, sources, *verification_args)[0]["accuracy"])}
-    named = one_shot_named(embeddings, identities, threshold)
+    right, distance = one_shot_answers(embeddings, identities)  # one search serves both one-shot figures
+    named = right & (distance <= threshold)
     figures["oneshot_identified"] = float(named.mean()) if len(named) else None
-    figures["oneshot_rank1"] = _finite(one_shot_identification(embeddings, identities, None).get("rank1"))
+    figures["oneshot_rank1"] = float(right.mean()) if len(right) else None
     _, distance = _nearest(embed_pixels(model, faces.everyone.pixels), embeddings)
     figures["strangers_rejected"] = float(np.mean(distance > threshold)) if len(distance) else None
     figures["changed_identified"] = figures["changed_rank1"] = None
@@ -70,10 +71,6 @@ def model_figures(model, threshold: float, faces, strangers, verification_args) 
         figures["changed_rank1"] = _per_person(faces.probes.names, right)
         figures["changed_identified"] = _per_person(faces.probes.names, right & (distance <= threshold))
     return figures, named
-
-
-def _finite(value) -> float | None:
-    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def _nearest(gallery: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -44,21 +44,18 @@ def mcnemar_gain(production_right, candidate_right) -> Evidence:
     return Evidence(gained, lost, int(before.size), float(p_value))
 
 
-def one_shot_named(embeddings, identities, threshold: float) -> np.ndarray:
-    """Per photo: enrolled one-shot from each identity's first photo, is each other photo named as
-    its own person within ``threshold``? (The photos and rule of the gate's ``oneshot_identified``.)"""
+def one_shot_answers(embeddings, identities) -> tuple[np.ndarray, np.ndarray]:
+    """Enrolled one-shot (trainer.evaluate.one_shot_split), per other photo: is its nearest enrolled
+    person the right one, and at what distance. Named within τ is ``right & (distance <= τ)``."""
+    from trainer.evaluate import one_shot_split
     from trainer.evaluation.identification import nearest_neighbours
 
-    labels = np.asarray(identities, dtype=object)
-    first = {}
-    for i, name in enumerate(identities):
-        first.setdefault(name, i)
-    gallery = np.array(sorted(first.values()), dtype=np.int64)
-    probes = np.setdiff1d(np.arange(len(labels)), gallery)
-    if not len(probes):
-        return np.zeros(0, bool)
-    index, distance = nearest_neighbours(np.asarray(embeddings)[gallery], np.asarray(embeddings)[probes])
-    return (labels[gallery][index] == labels[probes]) & (distance <= threshold)
+    gallery, probes = one_shot_split(identities)
+    if not probes:
+        return np.zeros(0, bool), np.zeros(0)
+    labels, vectors = np.asarray(identities, dtype=object), np.asarray(embeddings)
+    index, distance = nearest_neighbours(vectors[gallery], vectors[probes])
+    return labels[gallery][index] == labels[probes], distance
 
 
 def verdict(evidence: Evidence | None, required_p: float) -> str | None:

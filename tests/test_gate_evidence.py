@@ -5,7 +5,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from enroll.gate_evidence import Evidence, mcnemar_gain, one_shot_named, verdict
+from enroll.gate_evidence import Evidence, mcnemar_gain, one_shot_answers, verdict
 from trainer.evaluation.identification import evaluate_identification
 
 
@@ -32,23 +32,27 @@ def test_mcnemar_without_disagreement_shows_nothing_and_refuses_unpaired_outcome
         mcnemar_gain([True, False, True], [True, False])
 
 
-def test_one_shot_named_agrees_with_the_open_set_figure():
-    """Each identity's first photo is its gallery entry; the mean of the per-photo answers is the
-    detection-and-identification rate evaluate_identification reports for the same enrolment."""
+def test_one_shot_answers_agree_with_the_open_set_and_rank1_figures():
+    """Each identity's first photo is its gallery entry; per other photo, right-and-within-τ averages to
+    the detection-and-identification rate, and right alone to the rank-1, that evaluate_identification
+    reports for the same enrolment."""
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(6, 16))
     identities = [f"p{i % 6}" for i in range(60)]
     embeddings = centres[[i % 6 for i in range(60)]] + 0.6 * rng.normal(size=(60, 16))
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
     threshold = 0.9
-    named = one_shot_named(embeddings, identities, threshold)
+    right, distance = one_shot_answers(embeddings, identities)
+    named = right & (distance <= threshold)
     gallery, probes = np.arange(6), np.arange(6, 60)
     labels = np.array(identities)
     expected = dict(evaluate_identification(embeddings[gallery], labels[gallery], embeddings[probes],
                                             labels[probes], threshold))
-    assert named.shape == (54,) and 0 < named.mean() < 1
+    assert named.shape == right.shape == (54,) and 0 < named.mean() < right.mean() <= 1
     assert named.mean() == pytest.approx(expected["open_set_dir"])
-    assert one_shot_named(embeddings[:6], identities[:6], threshold).shape == (0,)  # nobody left to ask
+    assert right.mean() == pytest.approx(expected["rank1"])
+    nobody = one_shot_answers(embeddings[:6], identities[:6])  # nobody left to ask
+    assert nobody[0].shape == nobody[1].shape == (0,)
 
 
 def test_verdict_names_the_counts_and_the_setting():

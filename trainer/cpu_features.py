@@ -14,28 +14,27 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 _SHOWN = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str] | None:
-    """The first processor's feature flags, or None when they cannot be read (not Linux)."""
+def _cpuinfo_value(keys: tuple[str, ...], cpuinfo: str | Path) -> str | None:
+    """The first processor's value of the first of ``keys`` present, or None (unreadable, absent)."""
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
         return None
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):  # x86 / arm64
-            return set(value.split())
+        if key.strip() in keys:
+            return value.strip()
     return None
 
 
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str] | None:
+    """The first processor's feature flags, or None when they cannot be read (not Linux)."""
+    flags = _cpuinfo_value(("flags", "Features"), cpuinfo)  # x86 / arm64
+    return None if flags is None else set(flags.split())
+
+
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
-    try:
-        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo_value(("model name",), cpuinfo) or platform.processor() or platform.machine()
 
 
 def native_bf16(flags: set[str] | None = None) -> bool | None:

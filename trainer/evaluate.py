@@ -56,13 +56,20 @@ def verification(embeddings, identities, sources, folds=10, pairs_per_fold=300, 
     return metrics, dist, same
 
 
-def one_shot_identification(embeddings, identities, threshold: float | None) -> dict[str, float]:
-    """Rank-1 and open-set figures with the first photo of each identity as its only gallery entry."""
+def one_shot_split(identities) -> tuple[list[int], list[int]]:
+    """(gallery, probes) row indices: each identity's first photo is its only gallery entry, every
+    other photo a probe."""
     first: dict[str, int] = {}
     for i, name in enumerate(identities):
         first.setdefault(name, i)
     gallery = sorted(first.values())
-    probes = [i for i in range(len(identities)) if i not in set(gallery)]
+    enrolled = set(gallery)
+    return gallery, [i for i in range(len(identities)) if i not in enrolled]
+
+
+def one_shot_identification(embeddings, identities, threshold: float) -> dict[str, float]:
+    """Rank-1 and open-set figures with the first photo of each identity as its only gallery entry."""
+    gallery, probes = one_shot_split(identities)
     if not probes:
         return {}
     labels = np.array(identities)
