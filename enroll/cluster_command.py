@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from enroll.gallery import GalleryError, validate_name
+from enroll.home import face_template
 
 
 @dataclass
@@ -137,7 +138,7 @@ def cluster_folder(home, folder: Path, paths: list[Path], method: str, min_size:
     found = Clustering(str(folder), method, implementation(method), float(meta["threshold"]), version, min_size)
     crops, faces = [], []
     for path in paths:
-        photo = align_photo(path, meta["image_size"], allow_several=True)
+        photo = align_photo(path, meta["image_size"], allow_several=True, template=face_template(meta))
         found.photos.append({"source": relative(path, folder), "accepted": photo.accepted, "reason": photo.reason})
         if photo.accepted:
             crops.append(photo.crop)

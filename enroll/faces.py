@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainer.align import LANDMARK_KEYS, MIN_CONFIDENCE, FaceAligner, detection_view, warp_to_template
+from trainer.align import DEFAULT_TEMPLATE, LANDMARK_KEYS, MIN_CONFIDENCE, FaceAligner, detection_view, warp_to_template
 
 Box = tuple[int, int, int, int]  # x, y, width, height in the image's own pixels
 
@@ -26,7 +26,8 @@ class Face:
     crop: np.ndarray  # (size, size, 3) uint8, aligned as enrolment aligns
 
 
-def detect_faces(images: list[np.ndarray], size: int, min_confidence: float = MIN_CONFIDENCE) -> list[list[Face]]:
+def detect_faces(images: list[np.ndarray], size: int, min_confidence: float = MIN_CONFIDENCE,
+                 template: str = DEFAULT_TEMPLATE) -> list[list[Face]]:
     """The faces of each RGB image, largest first. Images of one size (a video's frames) go through
     MTCNN as one batch, which costs little more than one image on a CPU."""
     if not images:
@@ -34,11 +35,11 @@ def detect_faces(images: list[np.ndarray], size: int, min_confidence: float = MI
     views = [detection_view(image) for image in images]
     found = FaceAligner.detector().detect_faces(views if len(views) > 1 else views[0])
     per_image = found if len(views) > 1 else [found]
-    return [_faces(image, view, detections, size, min_confidence)
+    return [_faces(image, view, detections, size, min_confidence, template)
             for image, view, detections in zip(images, views, per_image)]
 
 
-def _faces(image, view, detections, size: int, min_confidence: float) -> list[Face]:
+def _faces(image, view, detections, size: int, min_confidence: float, template: str) -> list[Face]:
     faces = []
     for det in sorted(detections, key=lambda d: d["box"][2] * d["box"][3], reverse=True):
         x, y, w, h = _unpadded(det["box"], image.shape, view.shape)
@@ -47,7 +48,7 @@ def _faces(image, view, detections, size: int, min_confidence: float) -> list[Fa
             continue
         landmarks = np.array([det["keypoints"][k] for k in LANDMARK_KEYS], dtype=np.float64)
         faces.append(Face(box_in_image(det["box"], image.shape, view.shape), float(det["confidence"]),
-                          warp_to_template(view, landmarks, size)))
+                          warp_to_template(view, landmarks, size, template)))
     return faces
 
 

@@ -112,6 +112,14 @@ def read_meta(home, version: int) -> dict:
     return json.loads(meta_file(home, version).read_text())
 
 
+def face_template(meta: dict) -> str:
+    """The face framing a version's model was trained on (trainer/align.py ``TEMPLATES``): every
+    photo it embeds is aligned to it. Versions registered before framings were recorded are ArcFace's."""
+    from trainer.align import DEFAULT_TEMPLATE
+
+    return str(meta.get("face_template") or DEFAULT_TEMPLATE)
+
+
 def read_verification_head(home, version: int) -> dict | None:
     """Model ``version``'s verification head; None when none was trained yet. ValueError when unreadable."""
     try:

@@ -19,7 +19,7 @@ import numpy as np
 import enroll  # noqa: F401  (tf-keras before TensorFlow)
 from enroll.crops import decode_png
 from enroll.gallery import GalleryError
-from enroll.home import (production_file, read_meta, read_production, resolve_home, saved_model_dir, store_version,
+from enroll.home import (face_template, production_file, read_meta, read_production, resolve_home, saved_model_dir, store_version,
                          write_production)
 from trainer.run_plan import RunPlan
 
@@ -143,7 +143,7 @@ def register_run(run_dir, home=None, far_target: float = 1e-3, gallery=None, gal
     own_gallery = gallery is None
     gallery = gallery if gallery is not None else open_gallery(home, create=True)
     try:
-        meta = {"model_name": cfg.model.name, "image_size": plan.image_size,
+        meta = {"model_name": cfg.model.name, "image_size": plan.image_size, "face_template": plan.face_template,
                 "embedding_dim": int(model.output_shape[-1]), "threshold": calibration["threshold"],
                 "far_target": far_target, "threshold_method": calibration["method"], "calibration": calibration,
                 "source_run": str(Path(run_dir).resolve()), "source_checkpoint": str(checkpoint),
@@ -161,6 +161,7 @@ def make_production(home, model, meta: dict, gallery) -> int:
     faces the next pass embeds); the switch happens under the gallery's write lock, so none commits
     in between. Every identify and enrolment uses one version throughout (enroll/service.py)."""
     home = resolve_home(home)
+    _check_framing(home, meta, gallery)
     version = store_version(home, model, meta)
     for _ in range(20):  # each pass embeds faces enrolled meanwhile; normally one pass
         backfill(gallery, version, model, meta["image_size"], saved_model_dir(home, version))
@@ -168,6 +169,19 @@ def make_production(home, model, meta: dict, gallery) -> int:
             return version
     raise ModelError(f"could not complete embeddings for version {version}: enrolments keep arriving "
                      "or crops are missing; run `enroll status` and try again")
+
+
+def _check_framing(home, meta: dict, gallery) -> None:
+    """Refuse a model whose face framing differs from production's while people are enrolled: their
+    stored crops are in production's framing and the photos are not kept, so the new model could
+    only be fed faces framed as it never saw them."""
+    if production_version(home) is None:
+        return
+    _, current = production_meta(home)
+    old, new = face_template(current), face_template(meta)
+    if old != new and gallery.list_people():
+        raise ModelError(f"this model expects {new}-framed faces but the {len(gallery.list_people())} people enrolled "
+                         f"in {home} were aligned to {old}'s framing: register it in a new home and enrol them again")
 
 
 def backfill(gallery, version: int, model, image_size: int, model_dir: Path | None = None) -> int:

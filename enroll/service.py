@@ -17,6 +17,7 @@ import numpy as np
 from enroll.crops import encode_png
 from enroll.embedders import Embedder, LocalEmbedder
 from enroll.gallery import Conflict, GalleryError, NotFound, check_presence, crop_sha, validate_name
+from enroll.home import face_template
 from enroll.index import ExactIndex, normalise, top_people
 from enroll.model_versions import StaleModel, guard_for
 
@@ -55,12 +56,14 @@ class Photo:
         return {"source": self.source, "accepted": self.accepted, "reason": self.reason}
 
 
-def align_photo(path, image_size: int, allow_several: bool = False) -> Photo:
+def align_photo(path, image_size: int, allow_several: bool = False, template: str = "arcface") -> Photo:
+    """``path``'s face aligned as the model of ``image_size`` px in ``template``'s framing expects
+    (``enroll.home.face_template`` of its meta)."""
     from trainer.align import FaceAligner, ImageError, read_image
 
     try:
         image = read_image(path.data if isinstance(path, PhotoBytes) else path)
-        result = FaceAligner(image_size).align(image)
+        result = FaceAligner(image_size, template=template).align(image)
     except ImageError as exc:
         return Photo(str(path), False, str(exc))
     if result.status == "no_face":
@@ -94,7 +97,7 @@ def add_person(gallery, home, name: str, paths, *, append: bool = False, allow_s
     for _ in range(3):
         model = embedder.current(home)
         version, meta = model.version, model.meta
-        photos = [align_photo(p, meta["image_size"], allow_several) for p in paths]
+        photos = [align_photo(p, meta["image_size"], allow_several, face_template(meta)) for p in paths]
         _reject_duplicates(photos, gallery.get(name))
         accepted = [p for p in photos if p.accepted]
         if not accepted:
@@ -154,7 +157,7 @@ class Query:
 def query_photo(home, path, embedder: Embedder | None = None) -> Query:
     """Align and embed the face in ``path`` (the largest, if several); PhotoRefused when there is none."""
     model = (embedder or LocalEmbedder()).current(home)
-    photo = align_photo(path, model.meta["image_size"], allow_several=True)
+    photo = align_photo(path, model.meta["image_size"], allow_several=True, template=face_template(model.meta))
     if not photo.accepted:
         raise PhotoRefused(f"{path}: {photo.reason}")
     return Query(model.version, model.meta, model.embed(photo.crop[None])[0], photo.reason, photo.box)
@@ -224,7 +227,7 @@ def identify_remote(server: str, path, top_k: int = 3) -> dict:
     try:
         client = connect(server)
         meta = client.metadata()
-        photo = align_photo(path, int(meta["image_size"]), allow_several=True)
+        photo = align_photo(path, int(meta["image_size"]), allow_several=True, template=face_template(meta))
         if not photo.accepted:
             raise PhotoRefused(f"{path}: {photo.reason}")
         result = client.identify(photo.crop[None].astype(np.float32))

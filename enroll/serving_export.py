@@ -38,6 +38,7 @@ def export_spec(home, model_version: int | None = None, notes: list[str] | None 
     return {"model": model, "gallery_names": names or None, "gallery_embeddings": embeddings if names else None,
             "threshold": None if threshold is None else float(threshold),
             "metadata": {"model_version": model_version, "threshold_source": str(layout.meta_file(".", model_version)),
+                         "face_template": layout.face_template(meta),  # the framing clients must align to
                          **{k: meta[k] for k in ("far_target", "source_run") if k in meta}}}
 
 

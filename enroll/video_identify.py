@@ -19,6 +19,7 @@ import numpy as np
 from enroll.embedders import Embedder, EmbeddingModel, LocalEmbedder
 from enroll.faces import detect_faces
 from enroll.gallery import GalleryError
+from enroll.home import face_template
 from enroll.service import nearest_answer, search_index
 from enroll.tracking import FaceTracker, Sighting, Track
 from enroll.video import Frame, Sampling, VideoError, open_video
@@ -111,7 +112,8 @@ def _batches(frames: Iterator[Frame], timing: Timing) -> Iterator[list[Frame]]:
 def _track_batch(batch: list[Frame], model: EmbeddingModel, tracker: FaceTracker, timing: Timing) -> None:
     """Detect, align and embed the faces of a batch of frames, then track them frame by frame."""
     t0 = time.perf_counter()
-    faces = detect_faces([frame.rgb for frame in batch], model.meta["image_size"])
+    faces = detect_faces([frame.rgb for frame in batch], model.meta["image_size"],
+                         template=face_template(model.meta))
     t1 = time.perf_counter()
     crops = [face.crop for frame_faces in faces for face in frame_faces]
     vectors = model.embed(np.stack(crops)) if crops else None

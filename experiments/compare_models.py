@@ -42,7 +42,8 @@ def benchmark_figures(embedder, plan: RunPlan, cfg, benchmarks) -> dict:
         name = benchmark_name(bench.pairs, bench.name or None)
         metrics = evaluate_benchmark(embedder, config_lib.resolve_path(bench.pairs),
                                      config_lib.resolve_path(bench.images), cfg.data.cache_dir, plan.image_size,
-                                     cfg.eval.far_target, None, cfg.eval.eval_batch_size, bench.numbering)
+                                     cfg.eval.far_target, None, cfg.eval.eval_batch_size, bench.numbering,
+                                     template=plan.face_template)
         found[name] = {k: metrics[k] for k in KEYS + ("pairs", "fallback_photos")}
     return found
 

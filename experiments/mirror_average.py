@@ -31,7 +31,8 @@ def score(model, cfg, plan) -> dict[str, float]:
     figures = {"val_accuracy": val["accuracy"], "val_oneshot_rank1": val.get("oneshot_rank1", float("nan"))}
     for bench in cfg.eval.benchmarks:
         metrics = evaluate_benchmark(model, bench.pairs, bench.images, cfg.data.cache_dir, plan.image_size,
-                                     numbering=bench.numbering, ray_address=cfg.ray.address)
+                                     numbering=bench.numbering, ray_address=cfg.ray.address,
+                                     template=plan.face_template)
         figures[benchmark_name(bench.pairs, bench.name)] = metrics["accuracy"]
     return figures
 

@@ -147,7 +147,8 @@ def _from_run(args) -> dict:
     model, cfg, plan = checkpoints.load_run(args.run)
     threshold, source = _threshold_of_run(Path(args.run))
     return {"model": model, "gallery_embeddings": None, "gallery_names": None, "threshold": threshold,
-            "metadata": {"source_run": str(args.run), "threshold_source": source}}
+            "metadata": {"source_run": str(args.run), "threshold_source": source,
+                         "face_template": plan.face_template}}  # the framing clients must align faces to
 
 
 def _export_edge(model, args) -> None:

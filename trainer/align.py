@@ -2,7 +2,8 @@
 
 Every face the system sees — training crops, enrolment photos, identify queries — goes through
 ``FaceAligner.align`` so that the model always sees the same geometry: the five MTCNN landmarks
-(eyes, nose, mouth corners) are mapped onto ``CANONICAL_LANDMARKS`` by the least-squares
+(eyes, nose, mouth corners) are mapped onto a template's points (``TEMPLATES``: ArcFace's by default,
+or dlib's chip framing) by the least-squares
 similarity transform (rotation + uniform scale + translation, Umeyama 1991), then the image is
 warped to ``size`` × ``size``.
 
@@ -26,6 +27,17 @@ CANONICAL_LANDMARKS = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float64,
 ) / 112.0
+# dlib's ResNet descriptor's own framing (``dlib.get_face_chip``, 150 px, padding 0.25): where MTCNN
+# finds the same five points on dlib's chips (median over the 194 validation photos of celeba299 with
+# a chip; logs of session 25, ``experiments/face_template.py`` measures it again). It shows the
+# forehead and hair that the ArcFace framing cuts off: the dlib teacher scores 0.96 on validation
+# pairs on crops in this framing and 0.78 on ArcFace-framed crops (same photos, same landmarks).
+DLIB_CHIP_LANDMARKS = np.array(
+    [[0.3133, 0.2933], [0.6733, 0.2933], [0.4867, 0.5200], [0.3333, 0.6800], [0.6400, 0.6800]], dtype=np.float64)
+# Face framings a model can be trained on (``model.face_template``); a model is always fed crops in
+# the framing it was trained on, so the name travels with it (checkpoint config, export meta).
+TEMPLATES = {"arcface": CANONICAL_LANDMARKS, "dlib": DLIB_CHIP_LANDMARKS}
+DEFAULT_TEMPLATE = "arcface"
 LANDMARK_KEYS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".webp")
@@ -109,11 +121,19 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rotation, translation[:, None]])
 
 
-def warp_to_template(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
-    """Warp ``image`` so that ``landmarks`` (5×2, x/y) land on the canonical template at ``size``."""
+def template_landmarks(template: str) -> np.ndarray:
+    """The 5×2 landmark positions (fractions of the crop side) of a named face framing."""
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown face template {template!r}; expected one of {', '.join(TEMPLATES)}")
+    return TEMPLATES[template]
+
+
+def warp_to_template(image: np.ndarray, landmarks: np.ndarray, size: int,
+                     template: str = DEFAULT_TEMPLATE) -> np.ndarray:
+    """Warp ``image`` so that ``landmarks`` (5×2, x/y) land on ``template``'s points at ``size``."""
     import cv2
 
-    matrix = similarity_transform(landmarks, CANONICAL_LANDMARKS * size)
+    matrix = similarity_transform(landmarks, template_landmarks(template) * size)
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
@@ -158,9 +178,11 @@ class FaceAligner:
     _lock = threading.Lock()
     _detector = None
 
-    def __init__(self, size: int, min_confidence: float = MIN_CONFIDENCE):
+    def __init__(self, size: int, min_confidence: float = MIN_CONFIDENCE, template: str = DEFAULT_TEMPLATE):
         self.size = size
         self.min_confidence = min_confidence
+        self.template = template
+        template_landmarks(template)  # an unknown name fails here, not on the first photo
 
     @classmethod
     def detector(cls):
@@ -182,7 +204,7 @@ class FaceAligner:
         area = largest["box"][2] * largest["box"][3]
         rivals = [f for f in faces[1:] if f["box"][2] * f["box"][3] >= SECOND_FACE_AREA_RATIO * area]
         landmarks = np.array([largest["keypoints"][k] for k in LANDMARK_KEYS], dtype=np.float64)
-        crop = warp_to_template(image, landmarks, self.size)
+        crop = warp_to_template(image, landmarks, self.size, self.template)
         return AlignResult(
             "several_faces" if rivals else "ok",
             crop,

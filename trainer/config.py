@@ -48,6 +48,11 @@ class ModelConfig:
     # Evaluate and ship normalise(f(x) + f(mirror x)) (trainer/models/mirror.py): ~1 point of pair
     # accuracy and more of rank-1 for twice the inference FLOPs; training is unchanged.
     mirror_average: bool = True
+    # The face framing crops are aligned to (trainer/align.py TEMPLATES): "arcface" (ArcFace's 112 px
+    # template, tight, from the brows down) or "dlib" (dlib's chip: forehead and hair in view). A
+    # student of the dlib teacher sees what its teacher saw with "dlib". Enrolment and serving read it
+    # back from the model's meta, so a model is always fed its own framing.
+    face_template: str = "arcface"
 
 
 @dataclass
@@ -154,6 +159,7 @@ class Config:
 
 _CHOICES = {
     "model.name": ("nn1", "nn2", "nn4_small2", "tiny"),
+    "model.face_template": ("arcface", "dlib"),  # trainer/align.py TEMPLATES (not imported: config stays light)
     "train.teacher": ("", "dlib_resnet_v1"),
     "train.keep": ("best", "last"),
     "train.augment_strength": ("standard", "strong"),

@@ -167,7 +167,7 @@ def _benchmark(model, cfg, plan, args) -> int:
     out = Path(args.run_dir) / f"eval-{name}"
     metrics = benchmark.evaluate_benchmark(model, args.pairs, args.images, cfg.data.cache_dir, plan.image_size,
                                            cfg.eval.far_target, out, cfg.eval.eval_batch_size, args.numbering,
-                                           cfg.ray.address, progress=True)
+                                           cfg.ray.address, progress=True, template=plan.face_template)
     tracked = benchmark.log_to_run(plan, name, metrics, out)
     print(benchmark.format_table(name, metrics))
     print(f"report: {out}" + (f" (logged to MLflow run {plan.mlflow_run_id})" if tracked else ""))

@@ -11,14 +11,14 @@ import json
 import os
 from pathlib import Path
 
-from trainer.align import FaceAligner, ImageError, read_image, resize_square
+from trainer.align import DEFAULT_TEMPLATE, FaceAligner, ImageError, read_image, resize_square
 from trainer.teacher_cache import write_teacher
 
 ALIGNED_STATUSES = ("ok", "several_faces", "resized")  # photo statuses that make a record in the shard
 
 
 def align_identity(identity: str, files: list[str], shard: str, size: int, align: bool | str,
-                   teacher: str = "") -> dict:
+                   teacher: str = "", template: str = DEFAULT_TEMPLATE) -> dict:
     """Align one identity's photos into ``shard`` (written atomically); return its summary.
 
     ``align``: True detects and aligns (photos without a face are dropped), False only resizes
@@ -29,7 +29,7 @@ def align_identity(identity: str, files: list[str], shard: str, size: int, align
     """
     import tensorflow as tf
 
-    aligner = FaceAligner(size)
+    aligner = FaceAligner(size, template=template)
     model = None
     if teacher:
         from trainer.teacher import build_teacher

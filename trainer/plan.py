@@ -59,7 +59,7 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     run_dir = new_run_dir(cfg, config_path, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = RunPlan(
-        config=cfg.to_dict(), run_dir=str(run_dir), run_name=run_dir.name, image_size=size,
+        config=cfg.to_dict(), run_dir=str(run_dir), run_name=run_dir.name, image_size=size, face_template=cfg.model.face_template,
         manifest=manifest["path"], data_fingerprint=manifest["fingerprint"], data_counts=manifest["counts"],
         source_counts=counts, split=split, shards=Shards(training.shards, held["val"], held["test"]),
         train_weights=training.weights, train_unlabeled=training.unlabeled, train_photos=training.photos,
@@ -176,14 +176,16 @@ def _prepare_main(cfg: Config, size: int, progress: bool) -> dict:
     from trainer.prepare import prepare
 
     return prepare(cfg.data.source, cfg.data.cache_dir, size, cfg.data.align, cfg.data.max_identities,
-                   cfg.data.prepare_workers, cfg.ray.address, progress, teacher=cfg.train.teacher)
+                   cfg.data.prepare_workers, cfg.ray.address, progress, teacher=cfg.train.teacher,
+                   template=cfg.model.face_template)
 
 
 def _prepare_source(cfg: Config, source, size: int, progress: bool) -> dict:
     from trainer.prepare import prepare
 
     return prepare(source.path, cfg.data.cache_dir, size, ALIGN_MODES[source.align], 0, cfg.data.prepare_workers,
-                   cfg.ray.address, progress, teacher=cfg.train.teacher, max_per_identity=source.max_per_identity)
+                   cfg.ray.address, progress, teacher=cfg.train.teacher, max_per_identity=source.max_per_identity,
+                   template=cfg.model.face_template)
 
 
 def _prepare_extra(cfg: Config, size: int, progress: bool) -> dict:
@@ -191,7 +193,7 @@ def _prepare_extra(cfg: Config, size: int, progress: bool) -> dict:
     from trainer.prepare import prepare
 
     return prepare(cfg.data.extra_source, cfg.data.cache_dir, size, False, 0, cfg.data.prepare_workers,
-                   cfg.ray.address, progress, teacher=cfg.train.teacher)
+                   cfg.ray.address, progress, teacher=cfg.train.teacher, template=cfg.model.face_template)
 
 
 def prepare_all(cfg: Config, progress: bool = True) -> list[dict]:

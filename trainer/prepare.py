@@ -33,7 +33,7 @@ from pathlib import Path
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 from trainer import cliargs
-from trainer.align import IMAGE_EXTENSIONS
+from trainer.align import DEFAULT_TEMPLATE, IMAGE_EXTENSIONS, template_landmarks
 from trainer.config import ConfigError, fingerprint
 from trainer.identity_shard import ALIGNED_STATUSES, align_identity
 from trainer.teacher_cache import teacher_cached, teacher_path  # noqa: F401  (teacher_path re-exported)
@@ -78,21 +78,32 @@ def _slug(name: str) -> str:
     return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-def _identity_fingerprint(files: list[Path], size: int, align: bool | str) -> str:
+def _identity_fingerprint(files: list[Path], size: int, align: bool | str, template: str = DEFAULT_TEMPLATE) -> str:
     # Contents, not mtimes: a dataset copied again (rsync without -t, a fresh volume) keeps its cache.
     stats = [(p.name, hashlib.sha1(p.read_bytes()).hexdigest()) for p in files]
     mode = {True: True, False: False}.get(align, align)  # True/False keep the fingerprints of old caches
-    return fingerprint({"files": stats, "size": size, "align": mode, "v": ALIGN_VERSION})
+    key = {"files": stats, "size": size, "align": mode, "v": ALIGN_VERSION}
+    if template != DEFAULT_TEMPLATE:  # the default framing keeps the fingerprints of old caches
+        key["template"] = template
+    return fingerprint(key)
+
+
+def shard_dir(cache_dir: Path, size: int, align: bool | str, template: str = DEFAULT_TEMPLATE) -> Path:
+    """The folder of the shards of ``size`` px crops in ``template``'s framing (only-resized sources
+    have their own: a resize has no framing)."""
+    if not align:
+        return cache_dir / f"aligned-{size}{RESIZED_SUFFIX}"
+    return cache_dir / f"aligned-{size}{'' if template == DEFAULT_TEMPLATE else '-' + template}"
 
 
 def prepare(source: str, cache_dir: str | Path, size: int, align: bool | str = True,
             max_identities: int = 0, workers: int = 0, ray_address: str = "", progress: bool = True,
-            teacher: str = "", max_per_identity: int = 0) -> dict:
+            teacher: str = "", max_per_identity: int = 0, template: str = DEFAULT_TEMPLATE) -> dict:
     """Align ``source`` at ``size`` px (cached); return the manifest (also written to disk).
 
     ``align`` is True, False, "prealigned" or "detect_or_resize" (see ``align_identity``); ``teacher`` also caches
     that teacher's embeddings beside every shard; ``max_per_identity`` keeps the first N photos
-    (sorted) of each identity.
+    (sorted) of each identity; ``template`` is the face framing (trainer/align.py ``TEMPLATES``).
     """
     from trainer.ray_setup import bounded_tasks, ensure_ray
 
@@ -115,13 +126,14 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool | str = T
     # Shards are shared by every dataset root at this size: a shard's name is its identity plus the
     # fingerprint of its inputs, so the same photos (e.g. a base set and a changed copy of it made
     # of symlinks) are aligned once. Each root has its own manifest.
-    out = cache_dir / f"aligned-{size}{'' if align else RESIZED_SUFFIX}"
+    template_landmarks(template)  # an unknown framing fails before any work
+    out = shard_dir(cache_dir, size, align, template)
     (out / "manifests").mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifests" / f"{_slug(root.resolve().name)}-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:6]}.json"
 
     summaries, todo = {}, []
     for identity, files in identities.items():
-        shard = out / f"{_slug(identity)}-{_identity_fingerprint(files, size, align)[:10]}.tfrecord"
+        shard = out / f"{_slug(identity)}-{_identity_fingerprint(files, size, align, template)[:10]}.tfrecord"
         cached = Path(str(shard) + ".json")
         summary = json.loads(cached.read_text()) if shard.exists() and cached.exists() else None
         if summary is not None and (not teacher or teacher_cached(shard, teacher, summary["aligned"])):
@@ -133,7 +145,7 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool | str = T
         ensure_ray(ray_address)
         started = time.time()
         bar = progress_bar(len(todo), progress, "aligning identities" + (f" + {teacher} teacher" if teacher else ""))
-        for summary in bounded_tasks(align_identity, [(*args, size, align, teacher) for args in todo], workers):
+        for summary in bounded_tasks(align_identity, [(*args, size, align, teacher, template) for args in todo], workers):
             summaries[summary["identity"]] = summary
             bar.update(1)
         bar.close()
@@ -141,7 +153,7 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool | str = T
 
     counts["identities_reused"] = len(summaries) - len(todo)
     return _write_manifest({"source": source, "root": str(root), "size": size, "align": align,
-                            "align_version": ALIGN_VERSION, "teacher": teacher, "dir": str(out),
+                            "align_version": ALIGN_VERSION, "teacher": teacher, "template": template, "dir": str(out),
                             "path": str(manifest_path)}, summaries, counts)
 
 

@@ -35,6 +35,7 @@ class RunPlan:
     run_dir: str  # absolute, as planned; a run directory moved since still loads (see ``load``)
     config: dict  # the resolved Config as a dict; parsed by trainer.config, which owns its keys
     image_size: int  # aligned crop side the model is built for
+    face_template: str = "arcface"  # the framing of its crops (trainer/align.py TEMPLATES); older plans: arcface
     run_name: str = ""
     manifest: str = ""  # the data.source manifest the shards came from
     data_fingerprint: str = ""

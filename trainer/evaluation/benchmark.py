@@ -130,9 +130,9 @@ def embed_photos(model, manifest: dict, names: list[str], image_size: int, batch
 
 def evaluate_benchmark(model, pairs_path, images_dir, cache_dir, image_size: int, far_target: float = 1e-3,
                        out_dir=None, batch_size: int = 128, numbering: str = "auto", ray_address: str = "",
-                       progress: bool = False) -> dict:
+                       progress: bool = False, template: str = "arcface") -> dict:
     """LFW-protocol metrics of ``model`` on a pairs file over ``images_dir`` (aligned into
-    ``cache_dir`` at ``image_size``), plus ``pairs``, ``photos`` and ``fallback_photos``; with
+    ``cache_dir`` at ``image_size`` in the model's face ``template``), plus ``pairs``, ``photos`` and ``fallback_photos``; with
     ``out_dir``, also ``metrics.json``, ``roc.png``, ``distances.png`` and ``fallback_photos.txt``.
     ``model`` may be a teacher's name: the benchmark is then prepared with that teacher's embeddings."""
     from trainer.prepare import prepare
@@ -140,7 +140,7 @@ def evaluate_benchmark(model, pairs_path, images_dir, cache_dir, image_size: int
     pairs, photos = resolve_photos(pairs_path, images_dir, numbering)
     used = {_key(Path(p).parent.name, p) for pair in photos for p in pair}
     manifest = prepare(str(images_dir), cache_dir, image_size, ALIGN_MODE, ray_address=ray_address,
-                       progress=progress, teacher=model if isinstance(model, str) else "")
+                       progress=progress, teacher=model if isinstance(model, str) else "", template=template)
     vectors, entries = embed_photos(model, manifest, sorted({name for name, _ in used}), image_size, batch_size)
     for key in sorted(used - vectors.keys()):
         entry = entries.get(key, {})
@@ -201,7 +201,8 @@ def run_benchmarks(plan: RunPlan, cfg) -> dict:
         name = benchmark_name(bench.pairs, bench.name or None)
         found[name] = evaluate_benchmark(model, bench.pairs, bench.images, cfg.data.cache_dir, plan.image_size,
                                          cfg.eval.far_target, Path(plan.run_dir) / f"eval-{name}",
-                                         cfg.eval.eval_batch_size, bench.numbering, cfg.ray.address)
+                                         cfg.eval.eval_batch_size, bench.numbering, cfg.ray.address,
+                                         template=plan.face_template)
         print(f"benchmark {name}: accuracy {found[name]['accuracy']:.4f} ± {found[name]['accuracy_std']:.4f}, "
               f"AUC {found[name]['auc']:.4f} ({int(found[name]['pairs'])} pairs)", flush=True)
         log_to_run(plan, name, found[name], Path(plan.run_dir) / f"eval-{name}")
