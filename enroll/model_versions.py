@@ -19,8 +19,8 @@ import numpy as np
 import enroll  # noqa: F401  (tf-keras before TensorFlow)
 from enroll.crops import decode_png
 from enroll.gallery import GalleryError
-from enroll.home import (face_template, production_file, read_meta, read_production, resolve_home, saved_model_dir, store_version,
-                         write_production)
+from enroll.home import (face_template, production_file, read_meta, read_production, resolve_home, saved_model_dir,
+                         store_version, write_production)
 from trainer.run_plan import RunPlan
 
 _LOADED: dict[Path, tuple[int, dict, object]] = {}  # home -> (version, meta, model), per process
@@ -179,9 +179,10 @@ def _check_framing(home, meta: dict, gallery) -> None:
         return
     _, current = production_meta(home)
     old, new = face_template(current), face_template(meta)
-    if old != new and gallery.list_people():
-        raise ModelError(f"this model expects {new}-framed faces but the {len(gallery.list_people())} people enrolled "
-                         f"in {home} were aligned to {old}'s framing: register it in a new home and enrol them again")
+    people = gallery.list_people() if old != new else []
+    if people:
+        raise ModelError(f"this model expects {new}-framed faces but the {len(people)} people enrolled in {home} "
+                         f"were aligned to {old}'s framing: register it in a new home and enrol them again")
 
 
 def backfill(gallery, version: int, model, image_size: int, model_dir: Path | None = None) -> int:

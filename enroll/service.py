@@ -20,6 +20,7 @@ from enroll.gallery import Conflict, GalleryError, NotFound, check_presence, cro
 from enroll.home import face_template
 from enroll.index import ExactIndex, normalise, top_people
 from enroll.model_versions import StaleModel, guard_for
+from trainer.align import DEFAULT_TEMPLATE
 
 
 class PhotoRefused(GalleryError):
@@ -56,7 +57,7 @@ class Photo:
         return {"source": self.source, "accepted": self.accepted, "reason": self.reason}
 
 
-def align_photo(path, image_size: int, allow_several: bool = False, template: str = "arcface") -> Photo:
+def align_photo(path, image_size: int, allow_several: bool = False, template: str = DEFAULT_TEMPLATE) -> Photo:
     """``path``'s face aligned as the model of ``image_size`` px in ``template``'s framing expects
     (``enroll.home.face_template`` of its meta)."""
     from trainer.align import FaceAligner, ImageError, read_image

@@ -30,14 +30,14 @@ from experiments import results_file
 SAMPLE = 200  # photos whose dlib chips the template is measured on
 
 
-def landmarks_and_chips(sources: list[str], size: int):
+def landmarks_and_chips(sources: list[str]):
     """Per photo: (detection view, MTCNN's 5 landmarks or None, dlib's chip or None)."""
     from tqdm import tqdm
 
     from trainer.align import LANDMARK_KEYS, MIN_CONFIDENCE, FaceAligner, detection_view, read_image
     from trainer.teacher import DlibTeacher
 
-    detector, teacher, rows = FaceAligner(size).detector(), DlibTeacher(), []
+    detector, teacher, rows = FaceAligner.detector(), DlibTeacher(), []
     for source in tqdm(sources, desc="MTCNN + dlib chips", unit="photo", file=sys.stderr):
         view = detection_view(read_image(source))
         faces = sorted((f for f in detector.detect_faces(view) if f["confidence"] >= MIN_CONFIDENCE),
@@ -55,7 +55,7 @@ def measure_template(rows) -> tuple[np.ndarray, int]:
     from trainer.align import LANDMARK_KEYS, MIN_CONFIDENCE, FaceAligner
     from trainer.teacher import DlibTeacher
 
-    detector, found = FaceAligner(DlibTeacher.chip_size).detector(), []
+    detector, found = FaceAligner.detector(), []
     for _, _, chip in [r for r in rows if r[2] is not None][:SAMPLE]:
         faces = [f for f in detector.detect_faces(np.ascontiguousarray(chip)) if f["confidence"] >= MIN_CONFIDENCE]
         if faces:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from trainer import config as config_lib
     from trainer import pipeline
-    from trainer.align import TEMPLATES, similarity_transform
+    from trainer.align import TEMPLATES, warp_to_points
     from trainer.run_plan import RunPlan
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -97,24 +97,23 @@ def main(argv: list[str] | None = None) -> int:
         identities += [s.decode() for s in batch["identity"].numpy()]
         sources += [s.decode() for s in batch["source"].numpy()]
     started = time.time()
-    rows = landmarks_and_chips(sources, plan.image_size)
+    rows = landmarks_and_chips(sources)
     keep = [i for i, (_, points, chip) in enumerate(rows) if points is not None and chip is not None]
     identities, sources, rows = [identities[i] for i in keep], [sources[i] for i in keep], [rows[i] for i in keep]
     template, measured_on = measure_template(rows)
     print(f"dlib chip framing, measured on {measured_on} chips:\n{template.round(4)}", flush=True)
 
-    def crops(points: np.ndarray) -> list[np.ndarray]:
-        size = plan.image_size
-        return [cv2.resize(cv2.warpAffine(view, similarity_transform(lm, points * size), (size, size),
-                                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT), (150, 150))
-                for view, lm, _ in rows]
+    def crops(points: np.ndarray) -> list[np.ndarray]:  # the run's crop, at the teacher's chip size
+        return [cv2.resize(warp_to_points(view, lm, points, plan.image_size), (150, 150)) for view, lm, _ in rows]
 
     own, own_vectors = teacher_figures([chip for _, _, chip in rows], identities, sources, None, cfg.eval)
-    report = {"command": results_file.command("face_template", argv), "run": str(args.run_dir), "split": args.split, "photos": len(rows), "crop_size": plan.image_size,
+    report = {"command": results_file.command("face_template", argv), "run": str(args.run_dir), "split": args.split,
+              "photos": len(rows), "crop_size": plan.image_size,
               "measured_template": template.round(4).tolist(), "template_measured_on": measured_on,
               "teacher_on_its_own_chip": own}
     for name, points in (("arcface", TEMPLATES["arcface"]), ("dlib_measured", template), ("dlib", TEMPLATES["dlib"])):
-        report[f"teacher_on_{name}_crops"] = teacher_figures(crops(points), identities, sources, own_vectors, cfg.eval)[0]
+        figures, _ = teacher_figures(crops(points), identities, sources, own_vectors, cfg.eval)
+        report[f"teacher_on_{name}_crops"] = figures
     report["seconds"] = round(time.time() - started, 1)
     for key, value in report.items():
         print(f"{key}: {value}")

@@ -131,9 +131,14 @@ def template_landmarks(template: str) -> np.ndarray:
 def warp_to_template(image: np.ndarray, landmarks: np.ndarray, size: int,
                      template: str = DEFAULT_TEMPLATE) -> np.ndarray:
     """Warp ``image`` so that ``landmarks`` (5×2, x/y) land on ``template``'s points at ``size``."""
+    return warp_to_points(image, landmarks, template_landmarks(template), size)
+
+
+def warp_to_points(image: np.ndarray, landmarks: np.ndarray, points: np.ndarray, size: int) -> np.ndarray:
+    """``warp_to_template`` onto any 5×2 ``points`` (fractions of the side), e.g. a framing being measured."""
     import cv2
 
-    matrix = similarity_transform(landmarks, template_landmarks(template) * size)
+    matrix = similarity_transform(landmarks, points * size)
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 

@@ -59,7 +59,8 @@ def plan_run(cfg: Config, config_path: str | None, progress: bool = True, split=
     run_dir = new_run_dir(cfg, config_path, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = RunPlan(
-        config=cfg.to_dict(), run_dir=str(run_dir), run_name=run_dir.name, image_size=size, face_template=cfg.model.face_template,
+        config=cfg.to_dict(), run_dir=str(run_dir), run_name=run_dir.name, image_size=size,
+        face_template=cfg.model.face_template,
         manifest=manifest["path"], data_fingerprint=manifest["fingerprint"], data_counts=manifest["counts"],
         source_counts=counts, split=split, shards=Shards(training.shards, held["val"], held["test"]),
         train_weights=training.weights, train_unlabeled=training.unlabeled, train_photos=training.photos,

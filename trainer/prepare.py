@@ -78,19 +78,17 @@ def _slug(name: str) -> str:
     return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-def _identity_fingerprint(files: list[Path], size: int, align: bool | str, template: str = DEFAULT_TEMPLATE) -> str:
+def _identity_fingerprint(files: list[Path], size: int, align: bool | str) -> str:
     # Contents, not mtimes: a dataset copied again (rsync without -t, a fresh volume) keeps its cache.
     stats = [(p.name, hashlib.sha1(p.read_bytes()).hexdigest()) for p in files]
     mode = {True: True, False: False}.get(align, align)  # True/False keep the fingerprints of old caches
-    key = {"files": stats, "size": size, "align": mode, "v": ALIGN_VERSION}
-    if template != DEFAULT_TEMPLATE:  # the default framing keeps the fingerprints of old caches
-        key["template"] = template
-    return fingerprint(key)
+    return fingerprint({"files": stats, "size": size, "align": mode, "v": ALIGN_VERSION})
 
 
 def shard_dir(cache_dir: Path, size: int, align: bool | str, template: str = DEFAULT_TEMPLATE) -> Path:
     """The folder of the shards of ``size`` px crops in ``template``'s framing (only-resized sources
-    have their own: a resize has no framing)."""
+    have their own: a resize has no framing). Framings never share a folder, so a shard's name (its
+    photos' fingerprint) need not name its framing, and the default's folder is the one of old caches."""
     if not align:
         return cache_dir / f"aligned-{size}{RESIZED_SUFFIX}"
     return cache_dir / f"aligned-{size}{'' if template == DEFAULT_TEMPLATE else '-' + template}"
@@ -133,7 +131,7 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool | str = T
 
     summaries, todo = {}, []
     for identity, files in identities.items():
-        shard = out / f"{_slug(identity)}-{_identity_fingerprint(files, size, align, template)[:10]}.tfrecord"
+        shard = out / f"{_slug(identity)}-{_identity_fingerprint(files, size, align)[:10]}.tfrecord"
         cached = Path(str(shard) + ".json")
         summary = json.loads(cached.read_text()) if shard.exists() and cached.exists() else None
         if summary is not None and (not teacher or teacher_cached(shard, teacher, summary["aligned"])):
@@ -145,7 +143,8 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool | str = T
         ensure_ray(ray_address)
         started = time.time()
         bar = progress_bar(len(todo), progress, "aligning identities" + (f" + {teacher} teacher" if teacher else ""))
-        for summary in bounded_tasks(align_identity, [(*args, size, align, teacher, template) for args in todo], workers):
+        tasks = [(*args, size, align, teacher, template) for args in todo]
+        for summary in bounded_tasks(align_identity, tasks, workers):
             summaries[summary["identity"]] = summary
             bar.update(1)
         bar.close()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.align import DEFAULT_TEMPLATE
 from trainer.evaluation import lfw_protocol, pairs as pairs_lib
 from trainer.run_plan import RunPlan
 
@@ -130,9 +131,10 @@ def embed_photos(model, manifest: dict, names: list[str], image_size: int, batch
 
 def evaluate_benchmark(model, pairs_path, images_dir, cache_dir, image_size: int, far_target: float = 1e-3,
                        out_dir=None, batch_size: int = 128, numbering: str = "auto", ray_address: str = "",
-                       progress: bool = False, template: str = "arcface") -> dict:
+                       progress: bool = False, template: str = DEFAULT_TEMPLATE) -> dict:
     """LFW-protocol metrics of ``model`` on a pairs file over ``images_dir`` (aligned into
-    ``cache_dir`` at ``image_size`` in the model's face ``template``), plus ``pairs``, ``photos`` and ``fallback_photos``; with
+    ``cache_dir`` at ``image_size`` in the model's face ``template``), plus ``pairs``, ``photos`` and
+    ``fallback_photos``; with
     ``out_dir``, also ``metrics.json``, ``roc.png``, ``distances.png`` and ``fallback_photos.txt``.
     ``model`` may be a teacher's name: the benchmark is then prepared with that teacher's embeddings."""
     from trainer.prepare import prepare
