@@ -69,10 +69,11 @@ def one_shot(embeddings, identities, sources, cohort, method: str, top_k: int) -
 
 
 def at_far(case: dict, threshold: float) -> tuple[float, float]:
-    """(DIR, stranger FAR) when a probe is accepted at ``score >= threshold``."""
-    accepted = case["score"] >= threshold
-    known = case["known"]
-    return float((accepted & case["right"] & known).sum() / known.sum()), float(accepted[~known].mean())
+    """(DIR, stranger FAR) when a probe is accepted at ``score >= threshold`` (closed_set.open_set's figures)."""
+    from experiments.closed_set import open_set
+
+    figures = open_set(case["score"] >= threshold, case["right"], case["known"])
+    return figures["dir"], figures["far"]
 
 
 def threshold_for(case: dict, far: float) -> float:
@@ -84,9 +85,12 @@ def embeddings_of(run_dir: str, teacher: str, cohort_shards: int):
     """{split: (embeddings, identities, sources)} for val, test and the training cohort."""
     from trainer.checkpoints import load_run
     from trainer.evaluate import embed_shards
+    from trainer.run_plan import RunPlan
 
-    model, _, plan = load_run(run_dir)
-    embedder = teacher or model
+    if teacher:  # its embeddings are cached beside the shards: the run's plan is needed, not its model
+        embedder, plan = teacher, RunPlan.load(run_dir)
+    else:
+        embedder, _, plan = load_run(run_dir)
     picked = np.random.default_rng(0).permutation(len(plan.shards.train))[:cohort_shards]
     splits = {"val": plan.shards.val, "test": plan.shards.test, "cohort": [plan.shards.train[i] for i in picked]}
     out = {}
@@ -109,7 +113,7 @@ def measure(run_dir: str, teacher: str, top_k: int, fars: list[float], cohort_sh
             row["at"][str(far)] = {"dir_val_threshold": dir_val, "far_val_threshold": far_val,
                                    "dir_test_threshold": at_far(test, threshold_for(test, far))[0]}
         rows.append(row)
-    test = one_shot(*data["test"], cohort, "plain", top_k)
+    # who is enrolled and probed does not depend on the method: the last case's counts hold for every row
     return {"run": run_dir, "embedder": teacher or "run", "top_k": top_k, "cohort_photos": len(cohort),
             "enrolled_people": test["people"], "known_probes": int(test["known"].sum()),
             "stranger_probes": int((~test["known"]).sum()), "rows": rows}

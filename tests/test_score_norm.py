@@ -33,8 +33,9 @@ def test_separated_people_are_named_and_strangers_fall_below_the_threshold(metho
     assert far <= 0.05 and dir_ == 1.0
 
 
-def test_bad_arguments_are_one_line_and_exit_2(capsys):
+def test_bad_arguments_are_one_line_and_exit_2(capsys, tmp_path):
     assert score_norm.main(["runs/none", "--fars", "1.5"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
-    assert score_norm.main(["runs/does-not-exist", "--out", "/tmp/score_norm_missing.json"]) == 2
-    assert "error:" in capsys.readouterr().err
+    out = tmp_path / "score_norm.json"
+    assert score_norm.main([str(tmp_path / "no-run"), "--out", str(out)]) == 2
+    assert "error:" in capsys.readouterr().err and not out.exists()  # nothing written
