@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import tf_keras as keras
 
+from trainer.models.dlib_resnet import build_dlib_resnet
 from trainer.models.mirror import inference_model
 from trainer.models.nn1 import build_nn1
 from trainer.models.nn2 import build_nn2
 from trainer.models.nn4_small2 import build_nn4_small2
 from trainer.models.tiny import build_tiny
 
-NATIVE_INPUT_SIZE = {"nn1": 220, "nn2": 224, "nn4_small2": 96, "tiny": 64}
+NATIVE_INPUT_SIZE = {"dlib_resnet": 150, "nn1": 220, "nn2": 224, "nn4_small2": 96, "tiny": 64}
 
-_BUILDERS = {"nn1": build_nn1, "nn2": build_nn2, "nn4_small2": build_nn4_small2, "tiny": build_tiny}
+_BUILDERS = {"dlib_resnet": build_dlib_resnet, "nn1": build_nn1, "nn2": build_nn2, "nn4_small2": build_nn4_small2, "tiny": build_tiny}
 
 
 def build_model(name: str, embedding_dim: int = 128, input_size: int = 0) -> keras.Model:
@@ -27,4 +28,4 @@ def build_model(name: str, embedding_dim: int = 128, input_size: int = 0) -> ker
     return _BUILDERS[name](embedding_dim=embedding_dim, input_size=input_size or NATIVE_INPUT_SIZE[name])
 
 
-__all__ = ["NATIVE_INPUT_SIZE", "build_model", "inference_model", "build_nn1", "build_nn2", "build_nn4_small2", "build_tiny"]
+__all__ = ["NATIVE_INPUT_SIZE", "build_model", "inference_model", "build_dlib_resnet", "build_nn1", "build_nn2", "build_nn4_small2", "build_tiny"]
