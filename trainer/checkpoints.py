@@ -31,16 +31,22 @@ def checkpoint_dir(run_dir: str | Path, epoch: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"epoch-{epoch:04d}"
 
 
+def start_checkpoint_dir(run_dir: str | Path) -> Path:
+    """The starting weights, validated (``train.validate_start``, or a run of 0 epochs)."""
+    return Path(run_dir) / "checkpoints" / "start"
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     done = sorted(p.parent for p in (Path(run_dir) / "checkpoints").glob("epoch-*/state.json"))
     return done[-1] if done else None
 
 
 def best_checkpoint(run_dir: str | Path, metric: str) -> Path | None:
-    """The checkpoint whose state has the highest ``metric`` (the earliest of equals); None when no
-    checkpoint recorded it, e.g. a run without a validation split."""
+    """The checkpoint whose state has the highest ``metric`` (the earliest of equals, the starting
+    weights first); None when no checkpoint recorded it, e.g. a run without a validation split."""
     best, best_value = None, float("-inf")
-    for state_file in sorted((Path(run_dir) / "checkpoints").glob("epoch-*/state.json")):
+    start = start_checkpoint_dir(run_dir) / "state.json"
+    for state_file in [start] * start.exists() + sorted((Path(run_dir) / "checkpoints").glob("epoch-*/state.json")):
         value = json.loads(state_file.read_text()).get("metrics", {}).get(metric)
         if value is not None and value > best_value:
             best, best_value = state_file.parent, value
@@ -82,8 +88,11 @@ def restore(directory: str | Path, model, optimizer=None) -> dict:
 
 def kept_checkpoint(run_dir: str | Path, keep: str = "best") -> Path | None:
     """The checkpoint a run keeps as its model: the best validation accuracy (``keep`` "best",
-    falling back to the latest when no epoch was validated) or the latest."""
-    return (best_checkpoint(run_dir, "val_accuracy") if keep == "best" else None) or latest_checkpoint(run_dir)
+    falling back to the latest when no epoch was validated) or the latest; a run of 0 epochs keeps
+    its starting weights."""
+    start = start_checkpoint_dir(run_dir)
+    return ((best_checkpoint(run_dir, "val_accuracy") if keep == "best" else None) or latest_checkpoint(run_dir)
+            or (start if (start / "state.json").exists() else None))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -42,7 +42,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "nn4_small2"  # nn1 | nn2 | nn4_small2 | tiny
+    name: str = "nn4_small2"  # nn1 | nn2 | nn4_small2 | tiny | dlib_resnet (dlib's weights, [teacher] extra)
     embedding_dim: int = 128
     input_size: int = 0  # 0 = the model's native size (nn1 220, nn2 224, nn4_small2 96, tiny 64).
     # Evaluate and ship normalise(f(x) + f(mirror x)) (trainer/models/mirror.py): ~1 point of pair
@@ -99,6 +99,9 @@ class TrainConfig:
     centre_distill_scale: float = 10.0
     # Which checkpoint a finished run keeps as its model: "best" (highest validation accuracy) or "last".
     keep: str = "best"
+    # With keep: best, validate the starting weights (a pretrained model, --init-from) too, and keep them
+    # when no epoch beats them on validation: fine-tuning never ships a model worse than where it began.
+    validate_start: bool = False
     # identities: every person equally likely in a P×K batch (FaceNet's); photos: a person in
     # proportion to their photos, so every photo is seen equally often (what distillation wants)
     sampling: str = "identities"
@@ -158,7 +161,7 @@ class Config:
 
 
 _CHOICES = {
-    "model.name": ("nn1", "nn2", "nn4_small2", "tiny"),
+    "model.name": ("dlib_resnet", "nn1", "nn2", "nn4_small2", "tiny"),
     "model.face_template": ("arcface", "dlib"),  # trainer/align.py TEMPLATES (not imported: config stays light)
     "train.teacher": ("", "dlib_resnet_v1"),
     "train.keep": ("best", "last"),
@@ -217,6 +220,9 @@ def _check_ranges(cfg: Config) -> None:
             raise ConfigError(f"config key '{key}' must be > 0, got {value!r}")
     if cfg.train.epochs < 0:
         raise ConfigError(f"config key 'train.epochs' must be >= 0 (0 = evaluate the initial weights), got {cfg.train.epochs}")
+    if cfg.model.name == "dlib_resnet" and cfg.model.face_template != "dlib":
+        raise ConfigError("config key 'model.name: dlib_resnet' starts from dlib's weights, which need dlib's framing: "
+                          "set model.face_template=dlib")
     if cfg.ray.num_workers < 0:
         raise ConfigError(f"config key 'ray.num_workers' must be >= 0 (0 = train in-process), got {cfg.ray.num_workers}")
     if cfg.train.images_per_identity < 2:

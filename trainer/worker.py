@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer import checkpoints, config as config_lib, run_results
+from trainer import checkpoints, config as config_lib, keep, run_results
 from trainer.compute_counters import ComputeCounters, epoch_counters
 from trainer.config import Config, ConfigError
 from trainer.run_plan import PLAN_FILE, RunPlan
@@ -69,6 +69,7 @@ def train_worker(plan: RunPlan, in_ray: bool = False) -> dict:
     tracker = _chief_tracker(plan, cfg) if replica.is_chief else None
     metrics: dict = dict(state.get("metrics", {}))
     evaluated = inference_model(model, cfg.model.mirror_average)  # what validation measures is what ships
+    keep.checkpoint_start(plan, cfg, replica.is_chief, model, optimizer, evaluated, resumed=bool(state))
     for epoch in range(state["epoch"] + 1 if state else 0, t.epochs):
         metrics = _run_epoch(epoch, steps, batches, train_step, plan, cfg, replica, flops_per_image, counters,
                              evaluated)
@@ -85,7 +86,7 @@ def train_worker(plan: RunPlan, in_ray: bool = False) -> dict:
     keras.mixed_precision.set_global_policy("float32")  # the exported model computes in float32
     final_model = build_model(cfg.model.name, cfg.model.embedding_dim, size)
     final_model.set_weights(weights)
-    metrics = _keep_best(run_dir, t.keep, final_model, metrics)
+    metrics = keep.keep_best(run_dir, t.keep, final_model, metrics)
     return _finish(plan, cfg, inference_model(final_model, cfg.model.mirror_average), counters, metrics, tracker)
 
 
@@ -230,18 +231,6 @@ def _checkpoint_and_report(epoch: int, metrics: dict, plan: RunPlan, replica: _R
 def _should_stop(stop_when: str, metrics: dict) -> bool:
     conditions = config_lib.parse_stop_when(stop_when)
     return bool(conditions) and all(metrics.get(name, float("-inf")) >= value for name, value in conditions)
-
-
-def _keep_best(run_dir: Path, keep: str, final_model, metrics: dict) -> dict:
-    """With ``train.keep: best``, load the epoch of highest validation accuracy into the final model."""
-    kept = checkpoints.best_checkpoint(run_dir, "val_accuracy") if keep == "best" else None
-    if kept is None or kept == checkpoints.latest_checkpoint(run_dir):
-        return metrics
-    state = checkpoints.restore(kept, final_model)
-    print(f"keeping epoch {state['epoch'] + 1} (best val_accuracy "
-          f"{state['metrics'].get('val_accuracy', float('nan')):.4f}) as the run's model", flush=True)
-    return {**metrics, "kept_epoch": state["epoch"],
-            **{f"kept_{k}": v for k, v in state["metrics"].items() if k.startswith("val_")}}
 
 
 def _chief_tracker(plan: RunPlan, cfg: Config):

@@ -57,6 +57,8 @@ class _Reader:
             raise ValueError(f"dlib tensor version {version} at byte {self.pos}; expected 2")
         dims = [self.int() for _ in range(4)]
         count = int(np.prod(dims))
+        if self.pos + 4 * count > len(self.data):
+            raise EOFError(f"truncated at byte {self.pos} ({count} floats announced)")
         values = np.frombuffer(self.data, dtype="<f4", count=count, offset=self.pos)
         self.pos += 4 * count
         return values.astype(np.float32)
@@ -94,8 +96,13 @@ def read_dlib_layers(path: str) -> list[DlibConv | DlibAffine | DlibDense]:
     layers, pos = [], 0
     while (match := _LAYER.search(data, pos)) is not None:
         reader = _Reader(data, match.end())
-        layers.append(_PARSERS[match.group(1)](reader))
+        try:
+            layers.append(_PARSERS[match.group(1)](reader))
+        except (EOFError, IndexError) as exc:
+            raise ValueError(f"{path}: {exc if isinstance(exc, EOFError) else 'truncated'}") from None
         pos = reader.pos  # skip the floats just read: they may contain the pattern by chance
+    if not layers:
+        raise ValueError(f"{path}: no dlib network layers (not a dlib .dat network file)")
     return layers
 
 

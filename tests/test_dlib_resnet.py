@@ -1,0 +1,99 @@
+"""dlib_resnet: dlib's face descriptor as a Keras network, its weights read from the shipped file.
+
+The port is checked against dlib itself on real faces (lfw_mini photos, dlib's own detector,
+landmarks and 150 px chips), not against numbers written down here.
+"""
+import numpy as np
+import pytest
+import tf_keras as keras
+from PIL import Image
+
+from trainer import config as config_lib
+from trainer.config import ConfigError
+
+
+@pytest.fixture(scope="module")
+def port(teacher_installed):
+    from trainer.models import build_model
+
+    return build_model("dlib_resnet")
+
+
+@pytest.fixture(scope="module")
+def chips(shared_data, teacher_installed):
+    """dlib's aligned chips of one photo each of six lfw_mini people, and their mirror images."""
+    import dlib
+
+    from trainer.teacher import DlibTeacher
+
+    detector, teacher, found = dlib.get_frontal_face_detector(), DlibTeacher(), []
+    for person in sorted((shared_data / "lfw_mini").iterdir())[:6]:
+        image = np.asarray(Image.open(sorted(person.iterdir())[0]).convert("RGB"))
+        box = detector(image, 1)[0]
+        found.append(teacher.chip(image, (box.left(), box.top(), box.width(), box.height())))
+    found += [chip[:, ::-1] for chip in found]
+    return np.stack(found)
+
+
+def test_port_computes_dlibs_descriptors(port, chips):
+    from trainer.teacher import DlibTeacher
+
+    expected = DlibTeacher().embed_chips(list(chips))
+    got = port.predict(chips.astype(np.float32), verbose=0)
+    assert got.shape == expected.shape == (12, 128)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # and the people stay apart as dlib keeps them: the same distances to within 1e-5
+    np.testing.assert_allclose(got @ got.T, expected @ expected.T, atol=1e-5)
+
+
+def test_every_parameterised_layer_is_read(teacher_installed):
+    from trainer.models.dlib_weights import DlibAffine, DlibConv, DlibDense, descriptor_path, read_dlib_layers
+
+    layers = read_dlib_layers(descriptor_path())
+    kinds = [type(layer) for layer in layers]
+    assert kinds.count(DlibConv) == kinds.count(DlibAffine) == 29 and kinds[-1] is DlibDense
+    assert layers[0].kernel.shape == (7, 7, 3, 32) and layers[0].stride == 2 and layers[0].padding == 0
+    assert layers[-1].kernel.shape == (256, 128)
+
+
+def test_a_truncated_file_is_a_one_line_error(tmp_path, teacher_installed):
+    from trainer.models.dlib_weights import descriptor_path, read_dlib_layers
+
+    data = open(descriptor_path(), "rb").read()
+    cut = tmp_path / "cut.dat"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match="cut.dat: truncated"):
+        read_dlib_layers(str(cut))
+    empty = tmp_path / "empty.dat"
+    empty.write_bytes(b"not a dlib network")
+    with pytest.raises(ValueError, match="empty.dat: no dlib network layers"):
+        read_dlib_layers(str(empty))
+
+
+def test_saved_and_loaded_like_any_model(port, chips, tmp_path):
+    port.save(str(tmp_path / "m"))
+    loaded = keras.models.load_model(str(tmp_path / "m"), compile=False)
+    np.testing.assert_allclose(loaded.predict(chips[:4].astype(np.float32), verbose=0),
+                               port.predict(chips[:4].astype(np.float32), verbose=0), atol=1e-6)
+
+
+def test_other_sizes_run_fully_convolutionally(teacher_installed):
+    from trainer.models import build_model
+
+    model = build_model("dlib_resnet", input_size=128)
+    out = model.predict(np.full((2, 128, 128, 3), 128.0, np.float32), verbose=0)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_needs_dlib_framing_and_128_dimensions(teacher_installed):
+    from trainer.models import build_model
+
+    with pytest.raises(ConfigError, match="model.face_template=dlib"):
+        config_lib.from_dict({"model": {"name": "dlib_resnet"}})
+    with pytest.raises(ValueError, match="128-d"):
+        build_model("dlib_resnet", embedding_dim=64)
+
+
+def test_the_config_file_names_a_valid_run():
+    cfg = config_lib.load("experiments/dlib_resnet.yaml")
+    assert (cfg.model.name, cfg.model.input_size, cfg.model.face_template) == ("dlib_resnet", 150, "dlib")
