@@ -7,7 +7,8 @@ one-shot (one photo each, from ``--people``, an identity folder of people *not* 
 data) -> identify their other photos and photos of people never enrolled (who must come out
 unknown) -> warm-start retraining triggered by the enrolments (a Ray job) -> promotion ->
 identify again -> for comparison, a full retraining from scratch on the same changed data
-(N_prim; ``--skip-full-retrain`` saves that time) -> summary (accuracy before/after, N vs N_prim vs
+(N_prim; ``--skip-full-retrain`` saves that time; skipped when the base was not trained here,
+0 epochs) -> summary (accuracy before/after, N vs N_prim vs
 N_adpt, latencies) and where to look in MLflow, where the three runs are grouped under one parent. Local Ray, a sqlite MLflow store and in-process serving; nothing else to start,
 and nothing left running: the local Ray head the retraining job runs on is started for it and
 stopped when it ends (``--ray-address`` submits to your cluster instead, and leaves it alone).
@@ -73,27 +74,30 @@ def save_job_log(log: console.Capture, address: str, submission: str) -> None:
                  f"---- end of the log of Ray job {submission} ----")
 
 
-DISTILLED, FROM_SCRATCH = "experiments/distill_dlib.yaml", "experiments/celeba_nn4.yaml"
+DLIB_BASE, DISTILLED, FROM_SCRATCH = ("experiments/dlib_resnet.yaml", "experiments/distill_dlib.yaml",
+                                      "experiments/celeba_nn4.yaml")
 
 
 def default_config() -> str:
-    """The best base recipe a user can run here: distillation from the dlib teacher when its extra
-    is installed, else the from-scratch triplet recipe; says which."""
+    """The best base model a user can have here: dlib's ResNet descriptor as a Keras network when the
+    [teacher] extra is installed (README, *The teacher as the base*), else the from-scratch recipe;
+    says which."""
     from trainer.teacher import TeacherMissing, check_teacher
 
     try:
         check_teacher("dlib_resnet_v1")
     except TeacherMissing:
-        print(f"base recipe: from scratch ({FROM_SCRATCH}); pip install -e '.[teacher]' for the distilled one",
-              flush=True)
+        print(f"base recipe: from scratch ({FROM_SCRATCH}); pip install -e '.[teacher]' for dlib's descriptor "
+              "as the base", flush=True)
         return FROM_SCRATCH
-    print(f"base recipe: distilled from the dlib ResNet teacher ({DISTILLED})", flush=True)
-    return DISTILLED
+    print(f"base recipe: dlib's ResNet descriptor as a Keras network ({DLIB_BASE}); "
+          f"--config {DISTILLED} trains a FaceNet nn4.small2 taught by it instead", flush=True)
+    return DLIB_BASE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="training config (default: experiments/distill_dlib.yaml when the "
+    parser.add_argument("--config", help="training config (default: experiments/dlib_resnet.yaml when the "
                                           "[teacher] extra is installed, else experiments/celeba_nn4.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--people", type=Path, default=Path("../shared/data/lfw_mini"),
@@ -188,7 +192,9 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
     retrained = sorted(d for d in runs_dir(home).glob("retrain-job*") if run_results.finished(d))
     retrain_results = run_results.load(retrained[0]) if retrained else {}
     prim_results = {}
-    if retrained and not args.skip_full_retrain:
+    if retrained and not args.skip_full_retrain and not results["compute"]["steps"]:
+        print("\n(no full retraining to compare with: the base model was not trained here, 0 steps)")
+    elif retrained and not args.skip_full_retrain:
         stage("10. for comparison: full retraining from scratch on the same changed data (N_prim)")
         prim_results = full_retraining(cfg, RunPlan.load(retrained[0]), plan)
     summary = {"run": plan.run_dir, "home": str(home), "test": results.get("test", {}), "before": before,
@@ -275,7 +281,8 @@ def print_summary(summary: dict, plan: RunPlan, cfg, log: console.Capture) -> No
         if compute:
             accuracy = summary["test_accuracy"][label.split()[0]]
             print(f"| {label} | {compute['steps']} | {compute['train_flops']:.3g} | {compute['wall_seconds']:.0f} | "
-                  f"{'–' if accuracy is None else f'{accuracy:.3f}'} | {compute['train_flops'] / full['train_flops']:.3f} |")
+                  f"{'–' if accuracy is None else f'{accuracy:.3f}'} | "
+                  f"{compute['train_flops'] / full['train_flops'] if full['train_flops'] else float('nan'):.3f} |")
     print(f"\nretraining job {summary['retrain_job']['state']}")
     print(f"test split: accuracy {summary['test'].get('accuracy', float('nan')):.3f}; "
           f"MLflow: mlflow ui --backend-store-uri {plan.tracking_uri}  (experiment '{cfg.mlflow.experiment}')")

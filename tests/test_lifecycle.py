@@ -238,3 +238,14 @@ def test_a_finished_run_can_be_the_base_instead_of_training_one(lifecycle_run, t
                         "--home", str(tmp_path / "home"), timeout=300)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr[-2000:]
     assert missing.stderr.strip().splitlines()[-1].startswith("error:") and "no-such-run" in missing.stderr
+
+
+def test_the_default_base_is_dlibs_descriptor_when_the_teacher_is_installed(capsys):
+    from experiments.lifecycle import DLIB_BASE, default_config
+    from trainer import config as config_lib
+
+    assert default_config() == DLIB_BASE  # the [teacher] extra is installed with the test extras
+    said = capsys.readouterr().out
+    assert "dlib's ResNet descriptor" in said and "distill_dlib.yaml" in said, said
+    cfg = config_lib.load(DLIB_BASE, [])
+    assert (cfg.model.name, cfg.model.face_template, cfg.train.epochs) == ("dlib_resnet", "dlib", 0)
