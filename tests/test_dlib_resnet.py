@@ -3,6 +3,8 @@
 The port is checked against dlib itself on real faces (lfw_mini photos, dlib's own detector,
 landmarks and 150 px chips), not against numbers written down here.
 """
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tf_keras as keras
@@ -97,3 +99,36 @@ def test_needs_dlib_framing_and_128_dimensions(teacher_installed):
 def test_the_config_file_names_a_valid_run():
     cfg = config_lib.load("experiments/dlib_resnet.yaml")
     assert (cfg.model.name, cfg.model.input_size, cfg.model.face_template) == ("dlib_resnet", 150, "dlib")
+
+
+YALE_PHOTOS = ("yaleB12_P00A+070E+00.jpg", "yaleB12_P00A+085E+20.jpg",  # side-lit: MTCNN finds no face
+               "yaleB12_P00A-010E+00.jpg", "yaleB12_P00A-025E+00.jpg")  # lit from the front: it does
+
+
+def test_a_face_mtcnn_misses_is_embedded_as_dlib_embeds_it(port, shared_data, tmp_path, local_ray):
+    """In dlib's framing a photo MTCNN finds no face in (Yale B's side lighting) gets dlib's own
+    chip from dlib's landmarks, not a centre crop, so the port embeds it as the teacher does."""
+    import shutil
+
+    from trainer.pipeline import ordered_images
+    from trainer.prepare import prepare
+    from trainer.teacher_cache import read_teacher, teacher_path
+
+    person = tmp_path / "photos" / "yaleB12"
+    person.mkdir(parents=True)
+    for name in YALE_PHOTOS:
+        shutil.copy(shared_data / "yaleb27" / "yaleB12" / name, person / name)
+    manifest = prepare(str(person.parent), tmp_path / "cache", 150, "detect_or_resize", progress=False,
+                       teacher="dlib_resnet_v1", template="dlib")
+    counts = manifest["counts"]
+    assert (counts["faces_aligned"], counts["resized_no_face"], counts["fallback_dlib_landmarks"]) == (4, 2, 2), counts
+    shard = Path(manifest["dir"]) / manifest["identities"]["yaleB12"]["shard"]
+    crops = np.concatenate([b["image"].numpy() for b in ordered_images([str(shard)], 150)])
+    taught, ok = read_teacher(teacher_path(shard, "dlib_resnet_v1"))
+    assert ok.all()
+    cosines = np.sum(port.predict(crops, verbose=0) * taught[:, 0], axis=1)
+    assert cosines[:2].min() > 0.97, cosines  # the fallback photos: the teacher's chip (JPEG-stored)
+    assert cosines.min() > 0.9, cosines       # MTCNN's landmarks on dlib's template: close to dlib's own
+
+    arcface = prepare(str(person.parent), tmp_path / "cache", 150, "detect_or_resize", progress=False)
+    assert (arcface["counts"]["resized_no_face"], arcface["counts"]["fallback_dlib_landmarks"]) == (2, 0)

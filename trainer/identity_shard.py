@@ -67,14 +67,47 @@ def align_photo(aligner: FaceAligner, path: str, size: int, align: bool | str):
             result = aligner.align(rgb)
             entry["status"], crop, view, box = result.status, result.crop, result.view, result.box
             if crop is None and align in ("prealigned", "detect_or_resize"):
-                entry["status"], crop = "resized", resize_square(rgb, size)
-                view, box = rgb, (0, 0, rgb.shape[1], rgb.shape[0])
+                crop, entry["fallback"] = fallback_crop(rgb, size, aligner.template)
+                entry["status"], view, box = "resized", rgb, (0, 0, rgb.shape[1], rgb.shape[0])
         else:
             crop, view, box = resize_square(rgb, size), rgb, (0, 0, rgb.shape[1], rgb.shape[0])
     except ImageError as exc:
         entry.update(status="unreadable", reason=str(exc))
         crop = None
     return entry, crop, view, box
+
+
+def fallback_available(template: str) -> bool:
+    """Whether a photo MTCNN finds no face in can still be aligned: in dlib's framing, by dlib's own
+    landmarks when the [teacher] extra is installed."""
+    if template != "dlib":
+        return False
+    from trainer.teacher import TeacherMissing, check_teacher
+
+    try:
+        check_teacher("dlib_resnet_v1")
+        return True
+    except TeacherMissing:
+        return False
+
+
+def fallback_crop(rgb, size: int, template: str):
+    """(crop, how) for a photo MTCNN found no face in. In dlib's framing, with dlib installed, dlib's
+    5-point landmarks placed over the whole photo give dlib's own chip: exactly what the teacher embeds
+    for such a photo (trainer/teacher.py), so its vectors and the student's crops agree, and the
+    dlib_resnet model sees the chip it was made for (Yale B's lab photos: 825 of 1,261). Otherwise a
+    centre crop, resized."""
+    import cv2
+
+    if fallback_available(template):
+        from trainer.teacher import DlibTeacher
+
+        chip = DlibTeacher().chip(rgb, (0, 0, rgb.shape[1], rgb.shape[0]))
+        if chip is not None:
+            if chip.shape[0] != size:
+                chip = cv2.resize(chip, (size, size), interpolation=cv2.INTER_AREA)
+            return chip, "dlib_landmarks"
+    return resize_square(rgb, size), "centre_crop"
 
 
 def crop_record(crop, identity: str, source: str) -> bytes:

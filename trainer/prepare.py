@@ -35,7 +35,7 @@ import trainer  # noqa: F401  (tf-keras before TensorFlow)
 from trainer import cliargs
 from trainer.align import DEFAULT_TEMPLATE, IMAGE_EXTENSIONS, template_landmarks
 from trainer.config import ConfigError, fingerprint
-from trainer.identity_shard import ALIGNED_STATUSES, align_identity
+from trainer.identity_shard import ALIGNED_STATUSES, align_identity, fallback_available
 from trainer.teacher_cache import teacher_cached, teacher_path  # noqa: F401  (teacher_path re-exported)
 
 ALIGN_VERSION = 2  # bump when alignment output changes, to invalidate caches
@@ -78,11 +78,14 @@ def _slug(name: str) -> str:
     return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-def _identity_fingerprint(files: list[Path], size: int, align: bool | str) -> str:
+def _identity_fingerprint(files: list[Path], size: int, align: bool | str, template: str = DEFAULT_TEMPLATE) -> str:
     # Contents, not mtimes: a dataset copied again (rsync without -t, a fresh volume) keeps its cache.
     stats = [(p.name, hashlib.sha1(p.read_bytes()).hexdigest()) for p in files]
     mode = {True: True, False: False}.get(align, align)  # True/False keep the fingerprints of old caches
-    return fingerprint({"files": stats, "size": size, "align": mode, "v": ALIGN_VERSION})
+    inputs = {"files": stats, "size": size, "align": mode, "v": ALIGN_VERSION}
+    if align in ("prealigned", "detect_or_resize") and fallback_available(template):
+        inputs["fallback"] = "dlib_landmarks"  # only these shards change with dlib's fallback; the rest keep their cache
+    return fingerprint(inputs)
 
 
 def shard_dir(cache_dir: Path, size: int, align: bool | str, template: str = DEFAULT_TEMPLATE) -> Path:
@@ -131,7 +134,7 @@ def prepare(source: str, cache_dir: str | Path, size: int, align: bool | str = T
 
     summaries, todo = {}, []
     for identity, files in identities.items():
-        shard = out / f"{_slug(identity)}-{_identity_fingerprint(files, size, align)[:10]}.tfrecord"
+        shard = out / f"{_slug(identity)}-{_identity_fingerprint(files, size, align, template)[:10]}.tfrecord"
         cached = Path(str(shard) + ".json")
         summary = json.loads(cached.read_text()) if shard.exists() and cached.exists() else None
         if summary is not None and (not teacher or teacher_cached(shard, teacher, summary["aligned"])):
@@ -163,6 +166,9 @@ def _write_manifest(manifest: dict, summaries: dict, counts: Counter) -> dict:
                   faces_aligned=sum(statuses[k] for k in ALIGNED_STATUSES),
                   no_face=statuses["no_face"], several_faces=statuses["several_faces"],
                   resized_no_face=statuses["resized"], unreadable=statuses["unreadable"], identities=len(summaries))
+    # of resized_no_face, those aligned by dlib's landmarks instead of a centre crop (identity_shard.fallback_crop)
+    counts["fallback_dlib_landmarks"] = sum(e.get("fallback") == "dlib_landmarks"
+                                            for s in summaries.values() for e in s["images"])
     if manifest["teacher"]:
         counts["teacher_failed"] = sum(e.get("teacher") is False for s in summaries.values() for e in s["images"])
     manifest.update(
@@ -216,8 +222,8 @@ def prune(cache_dir: str | Path) -> int:
 
 
 def format_counts(counts: dict) -> str:
-    keys = ("identities", "images_read", "faces_aligned", "no_face", "several_faces", "resized_no_face", "unreadable",
-            "non_image_files", "empty_identities", "identities_reused")
+    keys = ("identities", "images_read", "faces_aligned", "no_face", "several_faces", "resized_no_face",
+            "fallback_dlib_landmarks", "unreadable", "non_image_files", "empty_identities", "identities_reused")
     return ", ".join(f"{k}={counts.get(k, 0)}" for k in keys)
 
 

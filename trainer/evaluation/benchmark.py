@@ -10,8 +10,9 @@ subset of LFW, like lfw_mini) they do not, and the caller says which the file us
 "lfw" or "sorted"; "auto" refuses such an index rather than guess).
 
 Photos are aligned like training data (``prepare``, cached), except that a photo MTCNN finds no
-face in is still embedded, from a centre crop (``align="detect_or_resize"``), and counted as
-``fallback_photos``: a benchmark scores every pair. Accuracy is LFW's 10-fold figure (threshold
+face in is still embedded (``align="detect_or_resize"``), from a centre crop or, in dlib's framing
+with dlib installed, from dlib's landmarks over the whole photo (``identity_shard.fallback_crop``),
+and counted as ``fallback_photos``: a benchmark scores every pair. Accuracy is LFW's 10-fold figure (threshold
 chosen on the other folds, applied to the held-out one), see ``lfw_protocol``.
 """
 from __future__ import annotations
@@ -154,7 +155,9 @@ def evaluate_benchmark(model, pairs_path, images_dir, cache_dir, image_size: int
     same = np.array([p.same for p in pairs])
     metrics = dict(lfw_protocol.evaluate_pairs(dist, same, np.array([p.fold for p in pairs]), far_target))
     fallback = sorted(f"{n}/{f}" for n, f in used if entries[(n, f)]["status"] == "resized")
+    by_landmarks = sum(entries[(n, f)].get("fallback") == "dlib_landmarks" for n, f in used)
     metrics.update(pairs=float(len(pairs)), photos=float(len(used)), fallback_photos=float(len(fallback)),
+                   fallback_dlib_landmarks=float(by_landmarks),
                    folds=float(len({p.fold for p in pairs})), far_target=float(far_target))
     if out_dir is not None:
         write_report(metrics, dist, same, fallback, out_dir)
@@ -221,5 +224,6 @@ def format_table(name: str, metrics: dict) -> str:
             (f"VAL@FAR={m['far_target']:g}", f"{m['val']:.4f} ± {m['val_std']:.4f} (FAR {m['far']:.4g})"),
             ("AUC", f"{m['auc']:.4f}"), ("EER", f"{m['eer']:.4f}"),
             ("pairs", f"{m['pairs']:.0f}"), ("photos", f"{m['photos']:.0f}"),
-            ("fallback_photos", f"{m['fallback_photos']:.0f} (no face found: centre crop)")]
+            ("fallback_photos", f"{m['fallback_photos']:.0f} (no face found by MTCNN; {m.get('fallback_dlib_landmarks', 0):.0f} "
+                                  "aligned by dlib's landmarks, the rest centre-cropped)")]
     return "\n".join(f"{k:22s} {v}" for k, v in rows)
