@@ -280,9 +280,9 @@ def print_summary(summary: dict, plan: RunPlan, cfg, log: console.Capture) -> No
                            ("N_adpt (warm start)", summary["N_adpt"])):
         if compute:
             accuracy = summary["test_accuracy"][label.split()[0]]
+            ratio = f"{compute['train_flops'] / full['train_flops']:.3f}" if full["train_flops"] else "–"  # 0-epoch base
             print(f"| {label} | {compute['steps']} | {compute['train_flops']:.3g} | {compute['wall_seconds']:.0f} | "
-                  f"{'–' if accuracy is None else f'{accuracy:.3f}'} | "
-                  f"{compute['train_flops'] / full['train_flops'] if full['train_flops'] else float('nan'):.3f} |")
+                  f"{'–' if accuracy is None else f'{accuracy:.3f}'} | {ratio} |")
     print(f"\nretraining job {summary['retrain_job']['state']}")
     print(f"test split: accuracy {summary['test'].get('accuracy', float('nan')):.3f}; "
           f"MLflow: mlflow ui --backend-store-uri {plan.tracking_uri}  (experiment '{cfg.mlflow.experiment}')")

@@ -132,3 +132,17 @@ def test_a_face_mtcnn_misses_is_embedded_as_dlib_embeds_it(port, shared_data, tm
 
     arcface = prepare(str(person.parent), tmp_path / "cache", 150, "detect_or_resize", progress=False)
     assert (arcface["counts"]["resized_no_face"], arcface["counts"]["fallback_dlib_landmarks"]) == (2, 0)
+
+
+def test_edge_exports_compute_dlibs_descriptors(port, chips):
+    """TFLite and ONNX files of the port embed dlib's chips as dlib does (its mean subtraction is a
+    plain Rescaling: a Normalization layer's constants became inputs in tf2onnx)."""
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    from serving import onnx_export, tflite
+    from serving.tflite_embedder import TFLiteEmbedder
+    from trainer.teacher import DlibTeacher
+
+    expected = DlibTeacher().embed_chips(list(chips))
+    for embedder in (TFLiteEmbedder(tflite.convert(port)), onnx_export.OnnxEmbedder(onnx_export.convert(port))):
+        np.testing.assert_allclose(embedder.embed(chips.astype(np.float32)), expected, atol=1e-5)

@@ -61,7 +61,7 @@ class TrainConfig:
     images_per_identity: int = 4  # K
     epochs: int = 10
     steps_per_epoch: int = 0  # 0 = (training images) / (P*K)
-    optimizer: str = "adagrad"  # adagrad (FaceNet paper) | adam
+    optimizer: str = "adagrad"  # adagrad (FaceNet paper) | adam | sgd (momentum 0.9)
     learning_rate: float = 0.05
     loss: str = "semihard"  # semihard | hard
     margin: float = 0.2
@@ -108,7 +108,7 @@ class TrainConfig:
     augment_strength: str = "standard"  # standard | strong (adds greyscale, blur, small rotations)
     lr_schedule: str = "constant"  # constant | cosine (with warmup_epochs of linear warm-up)
     warmup_epochs: int = 0
-    weight_decay: float = 0.0  # decoupled (AdamW) when optimizer is adam
+    weight_decay: float = 0.0  # decoupled (AdamW) when optimizer is adam; SGD's own (decoupled) with sgd
     # mixed_bfloat16: bfloat16 compute, float32 weights and embedding head (oneDNN on AVX-512 BF16
     # CPUs, or GPUs); measured in experiments/bench_train.py --precision
     precision: str = "float32"
@@ -169,7 +169,7 @@ _CHOICES = {
     "train.sampling": ("identities", "photos"),
     "train.lr_schedule": ("constant", "cosine"),
     "train.precision": ("float32", "mixed_bfloat16"),
-    "train.optimizer": ("adagrad", "adam"),
+    "train.optimizer": ("adagrad", "adam", "sgd"),
     "train.loss": ("semihard", "hard"),
     "train.margin_softmax": ("", "cosface", "arcface"),
     "train.margin_softmax_centres": ("learned", "teacher"),

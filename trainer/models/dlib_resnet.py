@@ -73,8 +73,8 @@ def _block(x, filters: int, halves: bool, name: str):
 def build_network(embedding_dim: int = 128, input_size: int = 150) -> keras.Model:
     """The architecture with fresh weights (``build_dlib_resnet`` loads dlib's)."""
     inputs = keras.Input(shape=(input_size, input_size, 3), dtype="float32", name="image")
-    x = L.Rescaling(1.0 / 256.0, offset=0.0, name="scale")(
-        L.Normalization(mean=MEAN_RGB, variance=(1.0, 1.0, 1.0), name="mean_rgb")(inputs))
+    # (x - mean) / 256 as one Rescaling: a Normalization layer's constants become inputs in tf2onnx
+    x = L.Rescaling(1.0 / 256.0, offset=[-m / 256.0 for m in MEAN_RGB], name="mean_rgb")(inputs)
     x = L.ReLU(name="stem_relu")(_conv_affine(x, 32, 7, 2, "stem"))
     x = L.MaxPooling2D(3, 2, padding="valid", name="stem_pool")(x)
     for level, (filters, blocks, halves) in enumerate(LEVELS):
