@@ -75,7 +75,7 @@ def test_warm_start_config_changes_only_budget_rate_and_stopping_rule():
     from trainer.warm_start import stop_at, warm_start_config
 
     base = from_dict({"train": {"epochs": 20, "steps_per_epoch": 0, "learning_rate": 0.001, "warmup_epochs": 1,
-                                "teacher": "dlib_resnet_v1", "distill_weight": 1.0}})
+                                "teacher": "dlib_resnet_v1", "distill_weight": 1.0, "validate_start": True}})
     warm = warm_start_config(base, epochs=3, steps_per_epoch=20, learning_rate_scale=0.1, warmup_epochs=0,
                              stop_when=stop_at({"val_accuracy": 0.8, "new_accuracy": 0.7}, tolerance=0.005),
                              run_name="retrain-job1")
@@ -83,9 +83,10 @@ def test_warm_start_config_changes_only_budget_rate_and_stopping_rule():
     assert warm.train.learning_rate == pytest.approx(1e-4)
     assert warm.train.stop_when == "val_accuracy>=0.7950,new_accuracy>=0.6950"
     assert warm.train.run_name == "retrain-job1" and warm.train.teacher == "dlib_resnet_v1"
+    assert not warm.train.validate_start, "a warm start that kept production's weights would be production"
     assert base.train.epochs == 20 and base.train.learning_rate == 0.001, "the base config is left alone"
     same = warm_start_config(base)
-    assert same.to_dict() == {**base.to_dict(), "train": {**base.to_dict()["train"], "stop_when": ""}}
+    assert same.to_dict() == {**base.to_dict(), "train": {**base.to_dict()["train"], "stop_when": "", "validate_start": False}}
 
 
 def test_atomic_write_replaces_whole_and_leaves_no_partial_file(tmp_path, monkeypatch):
@@ -103,3 +104,21 @@ def test_atomic_write_replaces_whole_and_leaves_no_partial_file(tmp_path, monkey
     with pytest.raises(OSError, match="disk full"):
         atomic_write(target, "never seen")
     assert target.read_text() == "new" and sorted(p.name for p in target.parent.iterdir()) == ["plan.json"]
+
+
+def test_sgd_steps_in_proportion_to_the_gradient_where_adam_does_not():
+    """train.optimizer: sgd, for fine-tuning pretrained weights: a tiny gradient moves a weight a
+    tiny amount, where Adam moves every weight alike, by a good part of the learning rate."""
+    import tensorflow as tf
+
+    from trainer.config import from_dict
+    from trainer.optimizers import make_optimizer
+
+    moved = {}
+    for name in ("sgd", "adam"):
+        weights = tf.Variable([1e-9, 1e-3])
+        make_optimizer(from_dict({"train": {"optimizer": name, "learning_rate": 1e-3}}).train, 1).apply_gradients(
+            [(tf.constant([1e-6, 1e-6]), weights)])
+        moved[name] = (weights.numpy().astype(float) - [1e-9, 1e-3]).tolist()
+    assert moved["sgd"] == pytest.approx([-1e-9, -1e-9], abs=2e-10)
+    assert moved["adam"][0] == pytest.approx(moved["adam"][1]) and moved["adam"][0] < -1e-4  # 10^5 × the weight

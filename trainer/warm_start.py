@@ -32,6 +32,9 @@ def warm_start_config(base: Config, *, epochs: int | None = None, steps_per_epoc
     if warmup_epochs is not None:
         cfg.train.warmup_epochs = warmup_epochs
     cfg.train.stop_when = stop_when
+    # The gate judges a warm start against production: a candidate that kept its starting weights
+    # (train.validate_start) would be production itself, retrained for nothing.
+    cfg.train.validate_start = False
     cfg.train.run_name = run_name or cfg.train.run_name
     cfg.train.out_dir = out_dir or cfg.train.out_dir
     if cfg.train.margin_softmax:
