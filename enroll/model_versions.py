@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -77,12 +78,33 @@ def guard_for(home, version: int):
     return guard
 
 
+_FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> None (called once) | its graph
+
+
+def forward(model):
+    """``model``'s inference call: eager the first time a process calls it, a traced graph from the
+    second call on. Eager Keras runs layer by layer from Python, 143 ms a photo for dlib_resnet here
+    against 14 ms as a graph; tracing costs ~0.9 s once, which a one-photo command would not win back."""
+    if model not in _FORWARD:
+        _FORWARD[model] = None
+        return lambda images: model(images, training=False)
+    if _FORWARD[model] is None:
+        import tensorflow as tf
+
+        shape = tuple(model.input_shape[1:])
+        signature = [tf.TensorSpec((None, *shape), tf.float32)] if None not in shape else None
+        _FORWARD[model] = tf.function(lambda images: model(images, training=False), input_signature=signature,
+                                      autograph=False, reduce_retracing=True)
+    return _FORWARD[model]
+
+
 def embed_pixels(model, pixels, batch_size: int = 128) -> np.ndarray:
     """RGB uint8 crops (n, s, s, 3) -> L2-normalised float32 embeddings (n, d)."""
     pixels = np.asarray(pixels, dtype=np.float32)
     if not len(pixels):
         return np.zeros((0, model.output_shape[-1]), np.float32)
-    return np.concatenate([model(pixels[i:i + batch_size], training=False).numpy()
+    call = forward(model)
+    return np.concatenate([np.asarray(call(pixels[i:i + batch_size]))
                            for i in range(0, len(pixels), batch_size)]).astype(np.float32)
 
 

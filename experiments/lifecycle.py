@@ -125,12 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.prepare import DatasetError
 
     try:
-        if args.base_run:  # its own config: the plan holds it (no model is loaded to read it)
-            args.config = str(args.base_run / "config.yaml")
-            cfg = config_lib.from_dict(RunPlan.load(args.base_run).config)
-        else:
-            args.config = args.config or default_config()
-            cfg = config_lib.load(args.config, args.set)
         people_root = Path(config_lib.resolve_path(str(args.people)))
         if not people_root.is_dir():
             raise DatasetError(f"--people {people_root} not found: give a folder of <person>/<photo>.jpg to enrol")
@@ -140,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.identify_home:
             print(json.dumps(identify_all(args.identify_home.resolve(), probes_of(people, args.strangers))))
             return 0
+        if args.base_run:  # its own config: the plan holds it (no model is loaded to read it)
+            args.config = str(args.base_run / "config.yaml")
+            cfg = config_lib.from_dict(RunPlan.load(args.base_run).config)
+        else:
+            args.config = args.config or default_config()
+            cfg = config_lib.load(args.config, args.set)
         if any("=" not in item for item in args.enroll):
             raise config_lib.ConfigError(f"--enroll takes KEY=VALUE, got {args.enroll}")
         policy = {**({"ray_address": args.ray_address} if args.ray_address else {}),
