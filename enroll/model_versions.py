@@ -89,12 +89,9 @@ def forward(model):
         _FORWARD[model] = None
         return lambda images: model(images, training=False)
     if _FORWARD[model] is None:
-        import tensorflow as tf
+        from trainer.models import inference_graph
 
-        shape = tuple(model.input_shape[1:])
-        signature = [tf.TensorSpec((None, *shape), tf.float32)] if None not in shape else None
-        _FORWARD[model] = tf.function(lambda images: model(images, training=False), input_signature=signature,
-                                      autograph=False, reduce_retracing=True)
+        _FORWARD[model] = inference_graph(model)
     return _FORWARD[model]
 
 

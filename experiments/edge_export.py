@@ -55,11 +55,9 @@ def test_split(plan: RunPlan, identities: int = 0):
 
 
 def keras_embedder(model):
-    import tensorflow as tf
+    from trainer.models import inference_graph
 
-    size = model.input_shape[1]
-    fn = tf.function(lambda images: model(images, training=False),
-                     input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    fn = inference_graph(model)
     return lambda images, batch_size=32: np.concatenate(
         [fn(images[i:i + batch_size]).numpy() for i in range(0, len(images), batch_size)])
 

@@ -192,11 +192,12 @@ def lifecycle(args, cfg, home: Path, people: list[Path], ray_address: str, log: 
     retrained = sorted(d for d in runs_dir(home).glob("retrain-job*") if run_results.finished(d))
     retrain_results = run_results.load(retrained[0]) if retrained else {}
     prim_results = {}
-    if retrained and not args.skip_full_retrain and not results["compute"]["steps"]:
-        print("\n(no full retraining to compare with: the base model was not trained here, 0 steps)")
-    elif retrained and not args.skip_full_retrain:
-        stage("10. for comparison: full retraining from scratch on the same changed data (N_prim)")
-        prim_results = full_retraining(cfg, RunPlan.load(retrained[0]), plan)
+    if retrained and not args.skip_full_retrain:
+        if results["compute"]["steps"]:
+            stage("10. for comparison: full retraining from scratch on the same changed data (N_prim)")
+            prim_results = full_retraining(cfg, RunPlan.load(retrained[0]), plan)
+        else:
+            print("\n(no full retraining to compare with: the base model was not trained here, 0 steps)")
     summary = {"run": plan.run_dir, "home": str(home), "test": results.get("test", {}), "before": before,
                "after": after, "retrain_job": {"state": finished.state, "detail": finished.detail,
                                                "gate": finished.result.get("gate")},

@@ -82,10 +82,10 @@ def fallback_available(template: str) -> bool:
     landmarks when the [teacher] extra is installed."""
     if template != "dlib":
         return False
-    from trainer.teacher import TeacherMissing, check_teacher
+    from trainer.teacher import DlibTeacher, TeacherMissing, check_teacher
 
     try:
-        check_teacher("dlib_resnet_v1")
+        check_teacher(DlibTeacher.name)
         return True
     except TeacherMissing:
         return False
