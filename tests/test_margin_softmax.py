@@ -117,6 +117,21 @@ def test_a_run_with_the_head_learns_and_ships_the_embedding_network_alone(synthe
     assert results["test"]["auc"] > 0.75, results["test"]
     model = keras.models.load_model(f"{plan.run_dir}/model", compile=False)
     assert model.output_shape == (None, 128)  # the class weights stayed behind
+    # ... but every epoch's checkpoint keeps them, so a resumed run goes on with the head it had.
+    from trainer import checkpoints
+    from trainer.models import build_model
+
+    latest = checkpoints.latest_checkpoint(plan.run_dir)
+    saved = {name for name, _ in tf.train.list_variables(str(latest / "weights"))}
+    assert "head/class_weights/.ATTRIBUTES/VARIABLE_VALUE" in saved, saved  # (its Adam slots: the optimizer's)
+    fresh = MarginHead(len(plan.shards.train), 128, "cosface", 16.0, 0.35, seed=0)
+    untrained = fresh.class_weights.numpy()
+    net = build_model("tiny", 128, plan.image_size)
+    state = checkpoints.restore(latest, net, head=fresh)
+    assert state["epoch"] == 2
+    trained = tf.train.load_variable(str(latest / "weights"), "head/class_weights/.ATTRIBUTES/VARIABLE_VALUE")
+    np.testing.assert_array_equal(fresh.class_weights.numpy(), trained)
+    assert np.abs(trained - untrained).max() > 1e-3  # it had trained away from the seed's start
 
 
 def test_warm_starts_train_without_a_learned_head():

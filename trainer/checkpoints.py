@@ -53,15 +53,28 @@ def best_checkpoint(run_dir: str | Path, metric: str) -> Path | None:
     return best
 
 
-def save(directory: Path, model, optimizer, state: dict, cfg_dict: dict, is_chief: bool = True) -> Path:
-    """Write weights + state + config; atomic for the chief (written aside, then renamed)."""
+def _trackables(model, optimizer, head) -> dict:
+    """What a checkpoint holds: the network, the optimizer's slots when given (the head's among them), and
+    a run's margin-softmax head (its class weights) when it has one, so that a resumed run goes on with the head
+    it had rather than a random one, whose first gradients would pull the trained embedding apart."""
+    objects = {"model": model}
+    if optimizer is not None:
+        objects["optimizer"] = optimizer
+    if head is not None:
+        objects["head"] = head
+    return objects
+
+
+def save(directory: Path, model, optimizer, state: dict, cfg_dict: dict, is_chief: bool = True,
+         head=None) -> Path:
+    """Write weights (+ the margin head) + state + config; atomic for the chief (written aside, then renamed)."""
     import tensorflow as tf
 
     target = directory if is_chief else Path(tempfile.mkdtemp(prefix="ckpt-worker-"))
     scratch = target.with_name(target.name + ".partial") if is_chief else target
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True, exist_ok=True)
-    tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(scratch / "weights"))
+    tf.train.Checkpoint(**_trackables(model, optimizer, head)).write(str(scratch / "weights"))
     if not is_chief:
         shutil.rmtree(scratch, ignore_errors=True)
         return directory
@@ -72,15 +85,15 @@ def save(directory: Path, model, optimizer, state: dict, cfg_dict: dict, is_chie
     return target
 
 
-def restore(directory: str | Path, model, optimizer=None) -> dict:
-    """Load weights (and optimizer slots when given) from a checkpoint dir; return its state."""
+def restore(directory: str | Path, model, optimizer=None, head=None) -> dict:
+    """Load weights (and optimizer slots, the margin head, when given) from a checkpoint dir; return its
+    state. A checkpoint written before heads were saved leaves the given head as it was."""
     import tensorflow as tf
 
     directory = Path(directory)
     if not (directory / "weights.index").exists():
         raise FileNotFoundError(f"no checkpoint at {directory} (expected weights.index)")
-    objects = {"model": model} if optimizer is None else {"model": model, "optimizer": optimizer}
-    status = tf.train.Checkpoint(**objects).read(str(directory / "weights"))
+    status = tf.train.Checkpoint(**_trackables(model, optimizer, head)).read(str(directory / "weights"))
     status.expect_partial()  # warm starts read model weights only; optimizer slots are then unused
     state_file = directory / "state.json"
     return json.loads(state_file.read_text()) if state_file.exists() else {}

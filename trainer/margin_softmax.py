@@ -14,7 +14,8 @@ label outside the head's classes take no part.
 
 ``margin_softmax_loss`` is a pure function (tested against NumPy); ``MarginHead`` holds the class
 weights, a [classes, dim] variable trained with the network and dropped at export: the shipped model
-is the embedding network alone. The head is not checkpointed (a resumed run starts a fresh head).
+is the embedding network alone. The head is checkpointed with the run (``trainer/checkpoints.py``), so a
+resumed run goes on with it; a warm start, whose people differ, drops it (``trainer/warm_start.py``).
 ``teacher_centres`` gives the fixed weights of ``train.margin_softmax_centres: teacher`` (ProxylessKD).
 """
 from __future__ import annotations

@@ -38,7 +38,7 @@ def warm_start_config(base: Config, *, epochs: int | None = None, steps_per_epoc
     cfg.train.run_name = run_name or cfg.train.run_name
     cfg.train.out_dir = out_dir or cfg.train.out_dir
     if cfg.train.margin_softmax:
-        # A learned class head is not checkpointed and its people change with every warm start: a fresh,
+        # A learned class head's people change with every warm start, so its saved weights do not fit: a fresh,
         # random head's first gradients would pull the trained embedding apart before it had learned
         # anything. A head fixed at the teacher's centres could be rebuilt for the warm start's people,
         # but keeping it let the lifecycle's gate promote a warm start that named fewer of the enrolled

@@ -61,7 +61,7 @@ def train_worker(plan: RunPlan, in_ray: bool = False) -> dict:
         head = _margin_head(t, plan.shards.train, cfg.model.embedding_dim)
         optimizer.build(model.trainable_variables + (list(head.trainable_variables) if head else []))
     loss_fn = metric_loss(t)
-    state = _restore(plan, replica, model, optimizer)
+    state = _restore(plan, replica, model, optimizer, head)
     counters = ComputeCounters.from_dict(state["compute"]) if state else ComputeCounters()
     batches = iter(replica.strategy.distribute_datasets_from_function(_dataset_fn(plan, cfg, replica)))
     train_step = make_train_step(replica.strategy, model, optimizer, loss_fn, t.margin, t.distance_metric, t, head)
@@ -73,7 +73,7 @@ def train_worker(plan: RunPlan, in_ray: bool = False) -> dict:
     for epoch in range(state["epoch"] + 1 if state else 0, t.epochs):
         metrics = _run_epoch(epoch, steps, batches, train_step, plan, cfg, replica, flops_per_image, counters,
                              evaluated)
-        _checkpoint_and_report(epoch, metrics, plan, replica, model, optimizer, counters, tracker)
+        _checkpoint_and_report(epoch, metrics, plan, replica, model, optimizer, head, counters, tracker)
         if _should_stop(t.stop_when, metrics):
             if replica.is_chief:
                 print(f"stopping after epoch {epoch + 1}: {t.stop_when} holds", flush=True)
@@ -123,11 +123,12 @@ def _margin_head(t, shards: list[str], dim: int):
                       centres)
 
 
-def _restore(plan: RunPlan, replica: _Replica, model, optimizer) -> dict:
+def _restore(plan: RunPlan, replica: _Replica, model, optimizer, head) -> dict:
     """Where to start from: the checkpoint Ray hands a restarted worker group > the run directory's
     latest (--resume; also a restart whose last report Ray lost because the worker died before the
     controller collected it; the chief writes it atomically before every report, on storage every
-    worker sees, as /runs in k8s/) > --init-from (weights only). Returns the restored state ({} = none)."""
+    worker sees, as /runs in k8s/) > --init-from (weights only: a warm start's head is new). Resuming
+    restores the margin head too. Returns the restored state ({} = none)."""
     state = {}
     ray_checkpoint = None
     if replica.in_ray:
@@ -137,9 +138,9 @@ def _restore(plan: RunPlan, replica: _Replica, model, optimizer) -> dict:
     own_latest = checkpoints.latest_checkpoint(plan.run_dir)
     if ray_checkpoint is not None:
         with ray_checkpoint.as_directory() as directory:
-            state = checkpoints.restore(directory, model, optimizer)
+            state = checkpoints.restore(directory, model, optimizer, head)
     elif own_latest is not None:
-        state = checkpoints.restore(own_latest, model, optimizer)
+        state = checkpoints.restore(own_latest, model, optimizer, head)
     elif plan.init_from:
         checkpoints.restore(plan.init_from, model)
     if state and replica.is_chief:
@@ -214,11 +215,11 @@ def _run_epoch(epoch: int, steps: int, batches, train_step, plan: RunPlan, cfg: 
     return metrics
 
 
-def _checkpoint_and_report(epoch: int, metrics: dict, plan: RunPlan, replica: _Replica, model, optimizer,
+def _checkpoint_and_report(epoch: int, metrics: dict, plan: RunPlan, replica: _Replica, model, optimizer, head,
                            counters: ComputeCounters, tracker) -> None:
     ckpt = checkpoints.save(checkpoints.checkpoint_dir(plan.run_dir, epoch), model, optimizer,
                             {"epoch": epoch, "compute": counters.as_dict(), "metrics": metrics},
-                            plan.config, replica.is_chief)
+                            plan.config, replica.is_chief, head)
     if tracker:
         tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
     if replica.in_ray:
