@@ -8,72 +8,24 @@ cannot pass (rejected: production model and gallery untouched). The gate itself 
 collapsed candidate, which must be rejected for what it does to the changed people.
 """
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
 from enroll import cli
 from enroll.store import SqliteGallery
+from trainer import ray_setup
 from tests.test_enroll_cli import home, lfw, photo  # noqa: F401  (module fixtures reused)
-
-DASHBOARD_PORT = 8299
-
-
-RAY_HEAD_PORT = 6399
-
-
-def _head_session() -> Path | None:
-    """The session directory of the Ray whose GCS listens on our port (other Rays may run meanwhile)."""
-    sessions = {Path(arg.split("=", 1)[1]).parent for p in psutil.process_iter(["cmdline"])
-                if f"--gcs_server_port={RAY_HEAD_PORT}" in (p.info["cmdline"] or [])
-                for arg in p.info["cmdline"] if arg.startswith("--log_dir=")}
-    return next(iter(sessions), None)
-
-
-def _stop_head_session() -> None:
-    """Kill every process of our head's session, and only those; forget its address."""
-    session = _head_session()
-    if session is not None:
-        roots = [p for p in psutil.process_iter(["cmdline"]) if session.name in " ".join(p.info["cmdline"] or [])]
-        family = {p for root in roots for p in [root, *root.children(recursive=True)]}
-        for proc in family:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(list(family), timeout=30)
-    current = Path("/tmp/ray/ray_current_cluster")  # `ray start` records its address for later ray.init()s
-    if current.exists() and current.read_text().strip().endswith(f":{RAY_HEAD_PORT}"):
-        current.unlink()
-
 
 @pytest.fixture(scope="module")
 def ray_head():
-    """A Ray head started like a user would, on its own ports; only its own processes are stopped.
-    A start that fails half-way (a raylet that crashed on a loaded machine) leaves a GCS holding the
-    port, which would fail every later start: it is stopped, and the start tried once more."""
-    ray = str(Path(sys.executable).with_name("ray"))
-    command = [ray, "start", "--head", "--port", str(RAY_HEAD_PORT), "--dashboard-host", "127.0.0.1",
-               "--dashboard-port", str(DASHBOARD_PORT), "--dashboard-agent-listen-port", "52399",
-               "--dashboard-agent-grpc-port", "52398", "--runtime-env-agent-port", "52397",
-               "--metrics-export-port", "52396", "--num-cpus", "2", "--disable-usage-stats"]
-    for attempt in (1, 2):
-        try:
-            subprocess.run(command, check=True, capture_output=True, timeout=180)
-            break
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as failed:
-            _stop_head_session()
-            if attempt == 2:
-                pytest.fail(f"ray start failed twice: {(failed.stderr or b'').decode()[-2000:]}")
-    assert _head_session() is not None
-    yield f"http://127.0.0.1:{DASHBOARD_PORT}"
-    _stop_head_session()
+    """A Ray head of the test's own, started as `enroll retrain` starts one (trainer.ray_setup.LocalHead:
+    `ray start --head --block` on free ports, stopped with every process it started, also when it fails
+    half-way up, so a raylet that crashes on a loaded machine leaves nothing holding a port)."""
+    with ray_setup.local_head() as address:
+        yield address
 
 
 def settings(home, **values):
