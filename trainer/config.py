@@ -42,7 +42,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "nn4_small2"  # nn1 | nn2 | nn4_small2 | tiny | dlib_resnet (dlib's weights, [teacher] extra)
+    name: str = "nn4_small2"  # nn1 | nn2 | nn4_small2 | nn4_small2_bn | tiny | dlib_resnet (dlib's weights, [teacher] extra)
     embedding_dim: int = 128
     input_size: int = 0  # 0 = the model's native size (nn1 220, nn2 224, nn4_small2 96, tiny 64).
     # Evaluate and ship normalise(f(x) + f(mirror x)) (trainer/models/mirror.py): ~1 point of pair
@@ -161,7 +161,7 @@ class Config:
 
 
 _CHOICES = {
-    "model.name": ("dlib_resnet", "nn1", "nn2", "nn4_small2", "tiny"),
+    "model.name": ("dlib_resnet", "nn1", "nn2", "nn4_small2", "nn4_small2_bn", "tiny"),
     "model.face_template": ("arcface", "dlib"),  # trainer/align.py TEMPLATES (not imported: config stays light)
     "train.teacher": ("", "dlib_resnet_v1"),
     "train.keep": ("best", "last"),

@@ -13,12 +13,12 @@ from trainer.models.dlib_resnet import build_dlib_resnet
 from trainer.models.mirror import inference_model
 from trainer.models.nn1 import build_nn1
 from trainer.models.nn2 import build_nn2
-from trainer.models.nn4_small2 import build_nn4_small2
+from trainer.models.nn4_small2 import build_nn4_small2, build_nn4_small2_bn
 from trainer.models.tiny import build_tiny
 
-NATIVE_INPUT_SIZE = {"dlib_resnet": 150, "nn1": 220, "nn2": 224, "nn4_small2": 96, "tiny": 64}
+NATIVE_INPUT_SIZE = {"dlib_resnet": 150, "nn1": 220, "nn2": 224, "nn4_small2": 96, "nn4_small2_bn": 96, "tiny": 64}
 
-_BUILDERS = {"dlib_resnet": build_dlib_resnet, "nn1": build_nn1, "nn2": build_nn2, "nn4_small2": build_nn4_small2, "tiny": build_tiny}
+_BUILDERS = {"dlib_resnet": build_dlib_resnet, "nn1": build_nn1, "nn2": build_nn2, "nn4_small2": build_nn4_small2, "nn4_small2_bn": build_nn4_small2_bn, "tiny": build_tiny}
 
 
 def build_model(name: str, embedding_dim: int = 128, input_size: int = 0) -> keras.Model:
@@ -39,4 +39,4 @@ def inference_graph(model):
                        autograph=False, reduce_retracing=True)
 
 
-__all__ = ["NATIVE_INPUT_SIZE", "build_model", "inference_graph", "inference_model", "build_dlib_resnet", "build_nn1", "build_nn2", "build_nn4_small2", "build_tiny"]
+__all__ = ["NATIVE_INPUT_SIZE", "build_model", "inference_graph", "inference_model", "build_dlib_resnet", "build_nn1", "build_nn2", "build_nn4_small2", "build_nn4_small2_bn", "build_tiny"]

@@ -126,3 +126,16 @@ def embedding_head(x, embedding_dim: int):
     x = L.Dense(embedding_dim, name="fc")(x)
     # dtype float32 overrides a mixed policy: distances and the triplet margin need full precision.
     return L.UnitNormalization(axis=-1, dtype="float32", name="l2_norm")(x)
+
+
+def bn_embedding_head(x, embedding_dim: int, dropout: float = 0.4):
+    """insightface's output block "E" (Deng et al. 2019, table 7): batch norm, dropout, fully connected,
+    batch norm, then L2 normalisation; the regularised head of the ``_bn`` models. Dropout acts only
+    in training, so the inference graph is the plain head's with two affine maps folded in."""
+    x = L.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = L.BatchNormalization(synchronized=_several_replicas(), name="feature_bn")(x)
+    x = L.Dropout(dropout, name="feature_dropout")(x)
+    x = L.Dense(embedding_dim, use_bias=False, name="fc")(x)
+    # No scale: insightface fixes gamma here (fc1's fix_gamma); L2 normalisation would undo a global one.
+    x = L.BatchNormalization(synchronized=_several_replicas(), scale=False, name="embedding_bn")(x)
+    return L.UnitNormalization(axis=-1, dtype="float32", name="l2_norm")(x)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tf_keras as keras
 
-from trainer.models.layers import embedding_head, inception, pixel_input
+from trainer.models.layers import bn_embedding_head, embedding_head, inception, pixel_input
 from trainer.models.nn2 import stem
 
 # Same columns as nn2.TABLE2: name, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool, proj, stride.
@@ -34,10 +34,17 @@ MODULES = (
 )
 
 
-def build_nn4_small2(embedding_dim: int = 128, input_size: int = 96) -> keras.Model:
-    """nn4.small2 mapping (None, S, S, 3) pixels in [0, 255] to L2-normalised (None, embedding_dim)."""
+def build_nn4_small2(embedding_dim: int = 128, input_size: int = 96, bn_head: bool = False) -> keras.Model:
+    """nn4.small2 mapping (None, S, S, 3) pixels in [0, 255] to L2-normalised (None, embedding_dim);
+    ``bn_head``: insightface's regularised output block (layers.bn_embedding_head) as its head."""
     inputs, x = pixel_input(input_size)
     x = stem(x)
     for name, *columns in MODULES:
         x = inception(x, f"inception_{name}", *columns)
-    return keras.Model(inputs, embedding_head(x, embedding_dim), name="nn4_small2")
+    head = bn_embedding_head if bn_head else embedding_head
+    return keras.Model(inputs, head(x, embedding_dim), name="nn4_small2_bn" if bn_head else "nn4_small2")
+
+
+def build_nn4_small2_bn(embedding_dim: int = 128, input_size: int = 96) -> keras.Model:
+    """nn4.small2 with insightface's output block (BN, dropout 0.4, FC, BN) as its embedding head."""
+    return build_nn4_small2(embedding_dim, input_size, bn_head=True)
