@@ -40,10 +40,7 @@ def average_weights(run_dir: str, model, first: int, last: int) -> None:
 
     total = None
     for epoch in range(first, last + 1):
-        directory = checkpoint_dir(run_dir, epoch)
-        if not (directory / "weights.index").exists():
-            raise FileNotFoundError(f"{run_dir} has no checkpoint for epoch {epoch} ({directory})")
-        restore(directory, model)
+        restore(checkpoint_dir(run_dir, epoch), model)  # a missing epoch: FileNotFoundError naming it
         weights = [np.asarray(w, np.float64) for w in model.get_weights()]
         total = weights if total is None else [t + w for t, w in zip(total, weights)]
     model.set_weights([t / (last - first + 1) for t in total])
@@ -81,17 +78,12 @@ def validation(model, cfg, plan) -> dict[str, float]:
 
 
 def measure(run_dir: str, spans: list[tuple[int, int]], bn_batches: int) -> dict:
-    from trainer import config as config_lib
-    from trainer.checkpoints import resolve_checkpoint, restore
-    from trainer.models import build_model
-    from trainer.run_plan import RunPlan
+    from trainer.checkpoints import load_run, resolve_checkpoint
+    from trainer.models.mirror import network_of
 
-    plan = RunPlan.load(run_dir)
-    cfg = config_lib.from_dict(plan.config)
-    model = build_model(cfg.model.name, cfg.model.embedding_dim, plan.image_size)
-    kept = resolve_checkpoint(run_dir)
-    restore(kept, model)
-    rows = [{"weights": f"kept: {kept.name}", **validation(model, cfg, plan)}]
+    shipped, cfg, plan = load_run(run_dir)
+    model = network_of(shipped)  # the network itself: its weights are averaged, its batch norms recomputed
+    rows = [{"weights": f"kept: {resolve_checkpoint(run_dir).name}", **validation(model, cfg, plan)}]
     for first, last in spans:
         average_weights(run_dir, model, first, last)
         rows.append({"weights": f"mean of epochs {first}-{last}", **validation(model, cfg, plan)})
@@ -119,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="training batches to recompute batch-norm statistics over (0: keep the averaged ones)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.bn_batches < 0:
+        parser.error(f"--bn-batches must be >= 0 (0: keep the averaged statistics), got {args.bn_batches}")
     return results_file.measure_and_publish(
         "checkpoint_average", argv, args.out,
-        lambda: measure(args.run_dir, args.epochs, max(args.bn_batches, 0)), table)
+        lambda: measure(args.run_dir, args.epochs, args.bn_batches), table)
 
 
 if __name__ == "__main__":

@@ -65,3 +65,6 @@ def test_the_experiment_writes_a_row_per_variant_and_refuses_a_missing_epoch(two
     with pytest.raises(SystemExit) as exit_info:
         checkpoint_average.main([str(run), "--epochs", "3-1"])
     assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        checkpoint_average.main([str(run), "--epochs", "0-1", "--bn-batches", "-1"])
+    assert exit_info.value.code == 2
